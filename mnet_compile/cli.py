@@ -1,0 +1,119 @@
+"""The `mnet-compile` command line: argument parsing and messages only; the work is in plain functions."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from .errors import MnetError
+from .model import RESOLUTION_RULE
+from .runtime import ArtifactError
+
+
+def _log(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--target", default="x86", show_default=True, help="Target preset (`mnet-compile targets` lists them).")
+@click.option("--alpha", default="1.0", show_default=True, help="Width multiplier, a number in (0, 1].")
+@click.option("--resolution", default="224", show_default=True, help=f"Input size: {RESOLUTION_RULE}.")
+@click.option("--classes", default=1000, show_default=True, type=int, help="Number of output classes.")
+@click.option("--weights", type=click.Path(), help="PyTorch state_dict file for the built-in MobileNet v1.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random weights (no --weights).")
+@click.option("--output", type=click.Path(), help="Artifact folder [default: artifacts/mobilenet_v1_<alpha>_<res>_<target>].")
+@click.option("--force", is_flag=True, help="Replace an existing artifact folder.")
+@click.pass_context
+def cli(ctx, **options):
+    """Compile MobileNet v1 into a native shared library plus manifest (the default command).
+
+    \b
+    mnet-compile --target x86 --alpha 0.25     compile
+    mnet-compile info --alpha 0.25             cost report (the paper's tables)
+    mnet-compile run DIR                       load an artifact, print top-5 and latency
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from .build import CompileRequest, compile_model
+
+    out = compile_model(CompileRequest(**options), log=_log)
+    click.echo(str(out))
+
+
+@cli.command()
+@click.option("--alpha", default="1.0", show_default=True, help="Width multiplier, a number in (0, 1].")
+@click.option("--resolution", default="224", show_default=True, help=f"Input size: {RESOLUTION_RULE}.")
+@click.option("--classes", default=1000, show_default=True, type=int, help="Number of output classes.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def info(alpha, resolution, classes, as_json):
+    """Per-layer mult-adds and parameters, with the paper's Table 2 shares and equation 5 ratios."""
+    from .cost import cost_report, format_cost_report
+    from .model import check_alpha, check_classes, check_resolution
+
+    report = cost_report(check_alpha(alpha), check_resolution(resolution), check_classes(classes))
+    click.echo(json.dumps(report, indent=2) if as_json else format_cost_report(report))
+
+
+@cli.command()
+def targets():
+    """List the target presets."""
+    from .targets import load_preset, preset_names
+
+    for name in preset_names():
+        preset = load_preset(name)
+        click.echo(f"{name:16} {preset.arch:8} {preset.description}")
+
+
+@cli.command()
+@click.argument("artifact", type=click.Path())
+@click.option("--input", "input_path", type=click.Path(), help="A .npy input of the manifest's shape and dtype.")
+@click.option("--repeat", default=50, show_default=True, type=int, help="Timed runs for the latency.")
+def run(artifact, input_path, repeat):
+    """Load an artifact with the device runtime loader, print the top-5 and the latency."""
+    import numpy as np
+
+    from .runtime import load
+
+    model = load(artifact)
+    if input_path:
+        try:
+            x = np.load(input_path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise MnetError(f"cannot read input {input_path}: {exc}") from None
+    else:
+        x = np.random.default_rng(0).standard_normal(model.input_shape).astype(model.input_dtype)
+    for rank, (index, prob) in enumerate(model.classify(x, k=5), 1):
+        click.echo(f"{rank}. class {index:5d}  p={prob:.4f}")
+    timing = model.benchmark(repeat=repeat, x=x)
+    click.echo(f"latency: median {timing['median_ms']:.3f} ms, p90 {timing['p90_ms']:.3f} ms ({repeat} runs)")
+
+
+def main(argv=None) -> int:
+    """Entry point: one-line errors and non-zero exits instead of tracebacks."""
+    try:
+        cli.main(args=argv, prog_name="mnet-compile", standalone_mode=False)
+    except click.exceptions.Abort:
+        _log("error: aborted")
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except (MnetError, ArtifactError) as exc:
+        _log(f"error: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        _log("error: interrupted")
+        return 130
+    except Exception as exc:  # a bug, not bad input: still one line, the traceback on request
+        if os.environ.get("MNET_DEBUG"):
+            raise
+        _log(f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]} (MNET_DEBUG=1 shows the traceback)")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
