@@ -32,6 +32,7 @@ class CompileRequest:
     seed: int = 0
     output: str | None = None
     force: bool = False
+    tuned: bool = True  # apply the shipped (or --records) tuned schedules
 
     def __post_init__(self):
         self.alpha = check_alpha(self.alpha)

@@ -10,6 +10,7 @@ import click
 
 from .errors import MnetError
 from .model import RESOLUTION_RULE
+from .bench import PEERS
 from .runtime import ArtifactError
 
 
@@ -89,6 +90,34 @@ def run(artifact, input_path, repeat):
         click.echo(f"{rank}. class {index:5d}  p={prob:.4f}")
     timing = model.benchmark(repeat=repeat, x=x)
     click.echo(f"latency: median {timing['median_ms']:.3f} ms, p90 {timing['p90_ms']:.3f} ms ({repeat} runs)")
+
+
+@cli.command()
+@click.option("--configs", default="1.0-224,0.5-224,0.25-224,0.25-128", show_default=True, help="ALPHA-RESOLUTION list.")
+@click.option("--peers", default=",".join(PEERS), show_default=True, help="Runtimes to measure.")
+@click.option("--rounds", default=3, show_default=True, type=int, help="Interleaved rounds (one process per runtime each).")
+@click.option("--runs", default=50, show_default=True, type=int, help="Timed inferences per process.")
+@click.option("--threads", default=2, show_default=True, type=int, help="Threads for every runtime.")
+@click.option("--no-tuned", is_flag=True, help="Benchmark our build without the shipped tuned records.")
+@click.option("--json", "json_path", type=click.Path(), help="Also write the result rows to this JSON file.")
+def bench(configs, peers, rounds, runs, threads, no_tuned, json_path):
+    """Latency against PyTorch, ONNX Runtime, OpenVINO and TFLite (XNNPACK) on the same weights."""
+    from .bench import format_results, run_benchmark
+    from .model import check_alpha, check_resolution
+
+    try:
+        parsed = [(check_alpha(c.split("-")[0]), check_resolution(c.split("-")[1])) for c in configs.split(",")]
+    except IndexError:
+        raise MnetError(f"--configs must look like 1.0-224,0.25-128, got {configs!r}") from None
+    names = peers.split(",")
+    unknown = set(names) - set(PEERS)
+    if unknown or "mnet-compile" not in names:
+        raise MnetError(f"--peers must include mnet-compile and be among {', '.join(PEERS)}")
+    rows, peak = run_benchmark(parsed, names, rounds, runs, threads, tuned=not no_tuned, log=_log)
+    click.echo(format_results(rows, peak, threads))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({"threads": threads, "fma_peak_gflops": peak, "rows": rows}, f, indent=2)
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,253 @@
+"""Benchmark against the runtimes people use instead: each runtime alone in its own process, round-robin.
+
+Two thread pools in one process (ORT's, PyTorch's OpenMP, TVM's) fight over the cores, so every
+measurement is a fresh `python -m mnet_compile.bench RUNTIME DIR RUNS THREADS` process; the rounds
+alternate the runtimes (A B C A B C ...) so that the machine's drift hits all of them alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+PEERS = ["mnet-compile", "pytorch", "onnxruntime", "openvino", "tflite"]
+
+
+# ---- workers: run inside their own process -------------------------------------------------------
+
+
+def _time(run, x, runs: int) -> tuple[list[float], np.ndarray]:
+    out = run(x)
+    for _ in range(max(3, runs // 10)):
+        run(x)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run(x)
+        times.append((time.perf_counter() - start) * 1e3)
+    return times, np.asarray(out).reshape(1, -1)
+
+
+def _runner(runtime: str, folder: Path, threads: int):
+    """A callable for one runtime, with its thread count set; imports only that runtime."""
+    if runtime == "mnet-compile":
+        from .runtime import load
+
+        return load(str(folder / "artifact"))
+    if runtime == "pytorch":
+        import torch
+
+        from .model import build_model
+
+        torch.set_num_threads(threads)
+        config = json.loads((folder / "config.json").read_text())
+        model = build_model(config["alpha"], seed=config["seed"])
+
+        def run(x):
+            with torch.inference_mode():
+                return model(torch.from_numpy(x)).numpy()
+
+        return run
+    if runtime == "onnxruntime":
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return lambda x: session.run(None, {name: x})[0]
+    if runtime == "openvino":
+        import openvino as ov
+
+        core = ov.Core()
+        compiled = core.compile_model(
+            str(folder / "model.onnx"), "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+        )
+        request = compiled.create_infer_request()
+        return lambda x: request.infer([x])[compiled.output(0)]
+    if runtime == "tflite":
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=str(folder / "model.tflite"), num_threads=threads)
+        interpreter.allocate_tensors()
+        inp = interpreter.get_input_details()[0]["index"]
+        out = interpreter.get_output_details()[0]["index"]
+
+        def run(x):
+            interpreter.set_tensor(inp, np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
+            interpreter.invoke()
+            return interpreter.get_tensor(out)
+
+        return run
+    raise ValueError(runtime)
+
+
+def worker(runtime: str, folder: str, runs: int, threads: int) -> None:
+    folder = Path(folder)
+    x = np.load(folder / "x.npy")
+    times, out = _time(_runner(runtime, folder, threads), x, runs)
+    print(json.dumps({"times": times, "output": out.tolist()}))
+
+
+# ---- orchestration -------------------------------------------------------------------------------
+
+FMA_PEAK_C = r"""
+#include <immintrin.h>
+#include <stdio.h>
+#include <omp.h>
+int main(int argc, char **argv) {
+  long iters = 200000000L / 10;
+  double best = 0;
+  for (int rep = 0; rep < 5; rep++) {
+    double t0 = omp_get_wtime();
+    float sink = 0;
+#pragma omp parallel reduction(+ : sink)
+    {
+      __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
+      __m256 a0 = m, a1 = c, a2 = m, a3 = c, a4 = m, a5 = c, a6 = m, a7 = c, a8 = m, a9 = c;
+      for (long i = 0; i < iters / 8; i++) {  /* 10 independent FMA chains hide the FMA latency */
+        a0 = _mm256_fmadd_ps(a0, m, c); a1 = _mm256_fmadd_ps(a1, m, c); a2 = _mm256_fmadd_ps(a2, m, c);
+        a3 = _mm256_fmadd_ps(a3, m, c); a4 = _mm256_fmadd_ps(a4, m, c); a5 = _mm256_fmadd_ps(a5, m, c);
+        a6 = _mm256_fmadd_ps(a6, m, c); a7 = _mm256_fmadd_ps(a7, m, c); a8 = _mm256_fmadd_ps(a8, m, c);
+        a9 = _mm256_fmadd_ps(a9, m, c);
+      }
+      __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)),
+                               _mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(_mm256_add_ps(a6, a7), _mm256_add_ps(a8, a9))));
+      sink += s[0];
+    }
+    double dt = omp_get_wtime() - t0;
+    double flops = 2.0 * 8 * 10 * (iters / 8) * omp_get_max_threads();
+    if (flops / dt > best) best = flops / dt;
+    if (sink == 12345) printf("!");
+  }
+  printf("%f\n", best / 1e9);
+  return 0;
+}
+"""
+
+
+def fma_peak_gflops(threads: int, workdir: Path) -> float | None:
+    """The machine's fp32 FMA peak on `threads` threads (AVX2), measured now; None off x86 or without gcc."""
+    src, exe = workdir / "fma_peak.c", workdir / "fma_peak"
+    src.write_text(FMA_PEAK_C)
+    try:
+        subprocess.run(["gcc", "-O3", "-mavx2", "-mfma", "-fopenmp", str(src), "-o", str(exe)], check=True, capture_output=True)
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+        return float(subprocess.run([str(exe)], check=True, capture_output=True, text=True, env=env).stdout)
+    except (OSError, subprocess.CalledProcessError, ValueError):
+        return None
+
+
+def prepare(alpha: float, resolution: int, folder: Path, tuned: bool, log) -> None:
+    """Model files for every peer plus our artifact, all with the same seeded weights."""
+    import torch
+
+    from .build import CompileRequest, compile_model
+    from .model import build_model
+    from .peer_models import write_onnx, write_tflite
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model = build_model(alpha, seed=0)
+    x = np.random.default_rng(0).standard_normal((1, 3, resolution, resolution)).astype("float32")
+    np.save(folder / "x.npy", x)
+    np.save(folder / "ref.npy", model(torch.from_numpy(x)).detach().numpy())
+    (folder / "config.json").write_text(json.dumps({"alpha": alpha, "resolution": resolution, "seed": 0}))
+    write_onnx(model, x.shape, folder / "model.onnx")
+    write_tflite(model, resolution, folder / "model.tflite")
+    request = CompileRequest(alpha=alpha, resolution=resolution, output=str(folder / "artifact"), force=True, tuned=tuned)
+    compile_model(request, log=log)
+
+
+def _measure(runtime: str, folder: Path, runs: int, threads: int) -> dict:
+    env = dict(os.environ, TVM_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+    proc = subprocess.run(
+        [sys.executable, "-m", "mnet_compile.bench", runtime, str(folder), str(runs), str(threads)],
+        capture_output=True, text=True, env=env,
+    )
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        return {"error": lines[-1] if lines else f"exit {proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_benchmark(configs, peers=PEERS, rounds=3, runs=50, threads=2, workdir="artifacts/bench", tuned=True, log=print):
+    """Measure every (config, runtime) in interleaved rounds; return the result rows and the FMA peak."""
+    from .cost import cost_report
+
+    workdir = Path(workdir).absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
+    folders = {}
+    for alpha, resolution in configs:
+        folders[(alpha, resolution)] = workdir / f"{alpha:g}-{resolution}"
+        log(f"preparing {alpha:g}-{resolution}")
+        prepare(alpha, resolution, folders[(alpha, resolution)], tuned, log=lambda message: None)
+    peak = fma_peak_gflops(threads, workdir)
+    samples = {(c, p): [] for c in configs for p in peers}
+    outputs, errors = {}, {}
+    for r in range(rounds):
+        for config in configs:
+            for peer in peers:
+                if (config, peer) in errors:
+                    continue
+                result = _measure(peer, folders[config], runs, threads)
+                if "error" in result:
+                    errors[(config, peer)] = result["error"]
+                    continue
+                samples[(config, peer)] += result["times"]
+                outputs[(config, peer)] = np.array(result["output"], dtype=np.float32)
+        log(f"round {r + 1}/{rounds} done")
+    rows = []
+    for config in configs:
+        alpha, resolution = config
+        ref = np.load(folders[config] / "ref.npy")
+        flops = 2 * cost_report(alpha, resolution)["totals"]["mult_adds"]
+        ours = np.median(samples[(config, "mnet-compile")]) if samples[(config, "mnet-compile")] else None
+        for peer in peers:
+            row = {"config": f"{alpha:g}-{resolution}", "runtime": peer}
+            if (config, peer) in errors:
+                row["error"] = errors[(config, peer)]
+            else:
+                times = np.array(samples[(config, peer)])
+                diff = float(np.abs(outputs[(config, peer)] - ref).max())
+                row.update(
+                    median_ms=float(np.median(times)),
+                    p90_ms=float(np.percentile(times, 90)),
+                    ratio_to_ours=float(np.median(times) / ours) if ours else None,
+                    gflops=flops / np.median(times) / 1e6,
+                    max_abs_diff=diff,
+                    matches_pytorch=diff <= 1e-4 * float(np.abs(ref).max()) and outputs[(config, peer)].argmax() == ref.argmax(),
+                )
+                if peak:
+                    row["share_of_peak"] = row["gflops"] / peak
+            rows.append(row)
+    return rows, peak
+
+
+def format_results(rows, peak, threads) -> str:
+    lines = [
+        f"batch 1, fp32, {threads} threads; each runtime in its own process, rounds interleaved",
+        f"FMA peak measured now: {peak:.0f} GFLOP/s" if peak else "FMA peak: not measured (needs gcc and AVX2)",
+        f"{'config':9} {'runtime':13} {'median ms':>10} {'p90 ms':>8} {'peer/ours':>9} {'GFLOP/s':>8} {'peak':>6}  check",
+    ]
+    for row in rows:
+        if "error" in row:
+            lines.append(f"{row['config']:9} {row['runtime']:13} unavailable: {row['error'][:80]}")
+            continue
+        share = f"{100 * row['share_of_peak']:5.1f}%" if "share_of_peak" in row else "     -"
+        check = "ok" if row["matches_pytorch"] else f"MISMATCH (max diff {row['max_abs_diff']:.2e})"
+        lines.append(
+            f"{row['config']:9} {row['runtime']:13} {row['median_ms']:10.3f} {row['p90_ms']:8.3f} "
+            f"{row['ratio_to_ours']:9.2f} {row['gflops']:8.1f} {share}  {check}"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    worker(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
