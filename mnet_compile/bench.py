@@ -185,8 +185,8 @@ def run_benchmark(configs, peers=PEERS, rounds=3, runs=50, threads=2, workdir="a
     workdir.mkdir(parents=True, exist_ok=True)
     folders = {}
     for alpha, resolution in configs:
-        folders[(alpha, resolution)] = workdir / f"{alpha:g}-{resolution}"
-        log(f"preparing {alpha:g}-{resolution}")
+        folders[(alpha, resolution)] = workdir / f"{alpha}-{resolution}"
+        log(f"preparing {alpha}-{resolution}")
         prepare(alpha, resolution, folders[(alpha, resolution)], tuned, log=lambda message: None)
     peak = fma_peak_gflops(threads, workdir)
     samples = {(c, p): [] for c in configs for p in peers}
@@ -210,7 +210,7 @@ def run_benchmark(configs, peers=PEERS, rounds=3, runs=50, threads=2, workdir="a
         flops = 2 * cost_report(alpha, resolution)["totals"]["mult_adds"]
         ours = np.median(samples[(config, "mnet-compile")]) if samples[(config, "mnet-compile")] else None
         for peer in peers:
-            row = {"config": f"{alpha:g}-{resolution}", "runtime": peer}
+            row = {"config": f"{alpha}-{resolution}", "runtime": peer}
             if (config, peer) in errors:
                 row["error"] = errors[(config, peer)]
             else:

@@ -41,7 +41,7 @@ class CompileRequest:
 
     @property
     def name(self) -> str:
-        return f"mobilenet_v1_{self.alpha:g}_{self.resolution}_{self.target}"
+        return f"mobilenet_v1_{self.alpha}_{self.resolution}_{self.target}"
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:

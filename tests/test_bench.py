@@ -12,4 +12,4 @@ def test_every_peer_runs_and_matches_pytorch(tmp_path):
         assert row["median_ms"] > 0 and row["p90_ms"] >= row["median_ms"]
     assert rows[0]["ratio_to_ours"] == 1.0
     text = format_results(rows, peak, 2)
-    assert "MISMATCH" not in text and text.count("0.25-64") == len(PEERS)
+    assert "MISMATCH" not in text and text.count("0.25-64 ") == len(PEERS)

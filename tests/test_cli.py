@@ -119,3 +119,9 @@ def test_process_exit_without_traceback(tmp_path):
     )
     assert proc.returncode == 1
     assert proc.stderr.strip() == "error: alpha must be in (0, 1], got 7"
+
+
+def test_default_artifact_name(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, stdout, _ = run_cli(capsys, "--alpha", "1", "--resolution", "32", "--classes", "10")
+    assert code == 0 and stdout.strip() == str(tmp_path / "artifacts" / "mobilenet_v1_1.0_32_x86")
