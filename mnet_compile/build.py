@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .errors import MnetError
 from .model import check_alpha, check_classes, check_resolution
+from .resources import data_dir
 from .runtime import LIBRARY, MANIFEST, FORMAT_VERSION
 
 # ImageNet preprocessing of the torchvision/Keras MobileNets: RGB in [0, 1], then per-channel mean/std.
@@ -32,16 +33,32 @@ class CompileRequest:
     seed: int = 0
     output: str | None = None
     force: bool = False
-    tuned: bool = True  # apply the shipped (or --records) tuned schedules
+    tuned: bool = True  # apply tuned schedule records: --records DIR, else the preset's shipped ones
+    records: str | None = None  # a `mnet-compile tune` work folder
+    bundle: bool = False  # also write <output>.tar.gz for the device
+    model: str = "mobilenet_v1"  # a built-in architecture (architectures.MODELS)
+    source: str | None = None  # --from: a trained model file (.onnx, .tflite, .pt2) instead of a built-in model
+    source_shape: str | tuple | None = None  # --input-shape: fixes the file's dynamic input dims
 
     def __post_init__(self):
+        from .architectures import check_model
+        from .frontends import parse_shape
+
         self.alpha = check_alpha(self.alpha)
         self.resolution = check_resolution(self.resolution)
         self.classes = check_classes(self.classes)
+        self.model = check_model(self.model)
+        self.source_shape = parse_shape(self.source_shape)
+        if self.source_shape and not self.source:
+            raise MnetError("--input-shape applies to a model file given with --from")
+        if self.source and self.weights:
+            raise MnetError("--weights applies to the built-in models, not to a model file given with --from")
 
     @property
     def name(self) -> str:
-        return f"mobilenet_v1_{self.alpha}_{self.resolution}_{self.target}"
+        if self.source:
+            return f"{Path(self.source).stem}_{self.target}"
+        return f"{self.model}_{self.alpha}_{self.resolution}_{self.target}"
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
@@ -74,19 +91,51 @@ def output_dir(request: CompileRequest) -> Path:
     return out
 
 
-def compile_executable(mod, target, log=print):
-    """Fuse, schedule and lower the optimized Relax module; return the VM executable."""
+def compile_executable(mod, target, database=None):
+    """Fuse, schedule and lower the optimized Relax module.
+
+    Returns the VM executable and {"tuned": kernels scheduled from a record, "kernels": all kernels}.
+    CPU kernels get a tuned record from `database` or a default schedule; GPU kernels get dlight's rules.
+    """
     import tvm
 
-    from . import passes
+    from . import cuda, passes
+    from .schedule import schedule_kernels
+
+    gpu = cuda.is_cuda_target(target)
+    stats = {"tuned": 0, "kernels": 0}
 
     @tvm.transform.module_pass(opt_level=0, name="MnetPipeline")
     def pipeline(mod, _ctx):
         mod = passes.fuse(mod)
+        if gpu:
+            mod = cuda.schedule_gpu(mod, target)
+        else:
+            mod, stats["tuned"], stats["kernels"] = schedule_kernels(mod, target, database)
         return passes.finalize(mod)
 
-    with target:
-        return tvm.compile(mod, target, relax_pipeline=pipeline)
+    with cuda.compile_scope(target) if gpu else target:
+        return tvm.compile(mod, target, relax_pipeline=pipeline), stats
+
+
+def records_database(request: CompileRequest, preset):
+    """The tuned records to apply, and where they come from: --records DIR, the shipped family, or none."""
+    if not request.tuned:
+        return None, None
+    if request.records:
+        folder = Path(request.records)
+        if not (folder / "database_tuning_record.json").is_file():
+            raise MnetError(f"no tuning records in {folder} (expected database_tuning_record.json from `mnet-compile tune`)")
+    elif preset.schedules and (data_dir("schedules") / preset.schedules / "database_tuning_record.json").is_file():
+        folder = data_dir("schedules") / preset.schedules
+    else:
+        return None, None
+    from tvm.s_tir import meta_schedule as ms
+
+    try:
+        return ms.database.JSONDatabase(work_dir=str(folder), module_equality="structural"), folder
+    except Exception as exc:
+        raise MnetError(f"cannot read tuning records in {folder}: {' '.join(str(exc).split())[:200]}") from None
 
 
 def write_artifact(out: Path, executable, manifest: dict, fcompile, force: bool) -> None:
@@ -119,7 +168,8 @@ def write_artifact(out: Path, executable, manifest: dict, fcompile, force: bool)
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def make_manifest(request: CompileRequest, preset, target, input_name: str) -> dict:
+def make_manifest(request: CompileRequest, preset, target, input_name: str, info=None) -> dict:
+    """The manifest; `info` (frontends.ModelInput) describes a --from model file, whose input it records as is."""
     import tvm
     import tvm_ffi
 
@@ -128,9 +178,9 @@ def make_manifest(request: CompileRequest, preset, target, input_name: str) -> d
         if request.weights
         else {"source": "seed", "seed": request.seed}
     )
-    return {
+    manifest = {
         "format_version": FORMAT_VERSION,
-        "model": "mobilenet_v1",
+        "model": request.model,
         "alpha": request.alpha,
         "resolution": request.resolution,
         "classes": request.classes,
@@ -143,33 +193,68 @@ def make_manifest(request: CompileRequest, preset, target, input_name: str) -> d
         "tvm_ffi_version": tvm_ffi.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    if info is not None:
+        source = {"format": info.format, "path": os.path.abspath(request.source), "sha256": sha256(Path(request.source))}
+        manifest.update(
+            model=Path(request.source).stem, alpha=None, resolution=info.resolution, classes=info.classes,
+            weights={"source": "model_file"}, source=source, input=info.manifest_input(),
+            preprocessing=dict(info.preprocessing),
+            output={"shape": list(info.output_shape), "dtype": "float32", "kind": info.output_kind},
+        )
+    manifest["preprocessing"] = image_preprocessing(manifest["preprocessing"], manifest["input"])
+    return manifest
+
+
+def image_preprocessing(base: dict, input_info: dict) -> dict:
+    """How an image becomes the input: resize the shorter side to crop*256/224 (bilinear), center-crop, normalize."""
+    shape, layout = input_info["shape"], input_info.get("layout", "NCHW")
+    height, width = (shape[1], shape[2]) if layout == "NHWC" else (shape[2], shape[3])
+    return dict(base, resize_shorter=int(min(height, width) * 256 / 224), center_crop=[height, width])
 
 
 def compile_model(request: CompileRequest, log=print) -> Path:
     """The main job: build the artifact folder for `request` and return its path."""
     from . import frontends, passes
-    from .model import build_model
+    from .architectures import build_architecture
     from .targets import load_preset
 
     preset = load_preset(request.target)
     out = output_dir(request)
     fcompile = preset.compiler()  # fail on a missing cross compiler before the slow part
     target = preset.tvm_target()
-    model = build_model(request.alpha, request.classes, request.seed, request.weights)  # checks --weights
+    info = None
+    if request.source:
+        frontends.detect_format(request.source)  # a missing or non-model file fails before the slow part
+    else:
+        model = build_architecture(request.model, request.alpha, request.classes, request.seed, request.weights)
     start = time.perf_counter()
 
     def step(message):
         log(f"[{time.perf_counter() - start:6.1f}s] {message}")
 
-    step(f"MobileNet v1 alpha={request.alpha:g} resolution={request.resolution} for {target}")
-    step("importing with torch.export into Relax")
-    mod = frontends.from_torch(model, request.input_shape)
-    input_name = mod["main"].params[0].name
+    if request.source:
+        step(f"importing {request.source} into Relax for {target}")
+        mod, info = frontends.load_model_file(request.source, request.source_shape)
+        input_name = info.name
+        step(f"{info.format} model: input '{info.name}' {info.shape} {info.dtype} {info.layout}, output {info.output_shape}")
+    else:
+        step(f"{request.model} alpha={request.alpha:g} resolution={request.resolution} for {target}")
+        step("importing with torch.export into Relax")
+        mod = frontends.from_torch(model, request.input_shape)
+        input_name = mod["main"].params[0].name
     step("optimizing the graph (BatchNorm folding, constant folding, NHWC layout)")
     mod = passes.optimize(mod)
-    step("compiling kernels")
-    executable = compile_executable(mod, target, log=step)
+    database, records = records_database(request, preset)
+    step(f"compiling kernels ({f'tuned records from {records}' if records else 'no tuned records'})")
+    executable, stats = compile_executable(mod, target, database)
+    step(f"tuned records applied to {stats['tuned']} of {stats['kernels']} kernels")
+    manifest = make_manifest(request, preset, target, input_name, info)
+    manifest["schedules"] = {"records": str(records) if records else None, **stats}
     step(f"exporting to {out}")
-    write_artifact(out, executable, make_manifest(request, preset, target, input_name), fcompile, request.force)
+    write_artifact(out, executable, manifest, fcompile, request.force)
+    if request.bundle:
+        from .bundle import write_bundle
+
+        step(f"device bundle {write_bundle(out, preset)}")
     step("done")
     return out

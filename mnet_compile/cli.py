@@ -23,10 +23,17 @@ def _log(message: str) -> None:
 @click.option("--alpha", default="1.0", show_default=True, help="Width multiplier, a number in (0, 1].")
 @click.option("--resolution", default="224", show_default=True, help=f"Input size: {RESOLUTION_RULE}.")
 @click.option("--classes", default=1000, show_default=True, type=int, help="Number of output classes.")
-@click.option("--weights", type=click.Path(), help="PyTorch state_dict file for the built-in MobileNet v1.")
+@click.option("--model", default="mobilenet_v1", show_default=True,
+              help="Built-in architecture: mobilenet_v1, mobilenet_v2, mobilenet_v3_small, mobilenet_v3_large.")
+@click.option("--from", "source", type=click.Path(), help="Compile a trained model file instead: .onnx, .tflite or .pt2 (torch.export).")
+@click.option("--input-shape", "source_shape", help="Fix a --from file's dynamic input dims, e.g. 1,3,224,224.")
+@click.option("--weights", type=click.Path(), help="PyTorch state_dict file (torchvision names) for the built-in model.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random weights (no --weights).")
 @click.option("--output", type=click.Path(), help="Artifact folder [default: artifacts/mobilenet_v1_<alpha>_<res>_<target>].")
 @click.option("--force", is_flag=True, help="Replace an existing artifact folder.")
+@click.option("--no-tuned", "tuned", is_flag=True, flag_value=False, default=True, help="Ignore tuned schedule records.")
+@click.option("--records", type=click.Path(), help="Tuned records from `mnet-compile tune` [default: the shipped ones].")
+@click.option("--bundle", is_flag=True, help="Also write <output>.tar.gz: artifact, loader, C++ runner source, README.")
 @click.pass_context
 def cli(ctx, **options):
     """Compile MobileNet v1 into a native shared library plus manifest (the default command).
@@ -35,6 +42,9 @@ def cli(ctx, **options):
     mnet-compile --target x86 --alpha 0.25     compile
     mnet-compile info --alpha 0.25             cost report (the paper's tables)
     mnet-compile run DIR                       load an artifact, print top-5 and latency
+    mnet-compile --model mobilenet_v3_small    another built-in architecture
+    mnet-compile --from model.onnx             a trained model file (.onnx, .tflite, .pt2)
+    mnet-compile run DIR cat.jpg --labels L    classify an image
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -70,16 +80,32 @@ def targets():
 
 @cli.command()
 @click.argument("artifact", type=click.Path())
+@click.argument("image", type=click.Path(), required=False)
 @click.option("--input", "input_path", type=click.Path(), help="A .npy input of the manifest's shape and dtype.")
+@click.option("--labels", type=click.Path(), help="Class names, one per line (as many as the model's classes).")
 @click.option("--repeat", default=50, show_default=True, type=int, help="Timed runs for the latency.")
-def run(artifact, input_path, repeat):
-    """Load an artifact with the device runtime loader, print the top-5 and the latency."""
+def run(artifact, image, input_path, labels, repeat):
+    """Load an artifact with the device runtime loader, print the top-5 and the latency.
+
+    IMAGE (JPEG, PNG, ...) is decoded, resized, center-cropped and normalized as the manifest says.
+    """
     import numpy as np
 
-    from .runtime import load
+    from .runtime import load, preprocess
 
     model = load(artifact)
-    if input_path:
+    names = None
+    if labels:
+        from .images import read_labels
+
+        names = read_labels(labels, model.manifest["output"]["shape"][-1])
+    if image and input_path:
+        raise MnetError("give an image or --input, not both")
+    if image:
+        from .images import load_image
+
+        x = preprocess(load_image(image), model.manifest)
+    elif input_path:
         try:
             x = np.load(input_path, allow_pickle=False)
         except (OSError, ValueError) as exc:
@@ -87,7 +113,7 @@ def run(artifact, input_path, repeat):
     else:
         x = np.random.default_rng(0).standard_normal(model.input_shape).astype(model.input_dtype)
     for rank, (index, prob) in enumerate(model.classify(x, k=5), 1):
-        click.echo(f"{rank}. class {index:5d}  p={prob:.4f}")
+        click.echo(f"{rank}. class {index:5d}  p={prob:.4f}" + (f"  {names[index]}" if names else ""))
     timing = model.benchmark(repeat=repeat, x=x)
     click.echo(f"latency: median {timing['median_ms']:.3f} ms, p90 {timing['p90_ms']:.3f} ms ({repeat} runs)")
 

@@ -68,16 +68,66 @@ def read_manifest(path: str) -> dict:
     return manifest
 
 
-def preprocess(image: np.ndarray, manifest: dict) -> np.ndarray:
-    """An already-decoded HxWx3 uint8 RGB image (already resized to the input size) -> the model input."""
+def _bilinear_taps(n_in: int, n_out: int, first: int, count: int):
+    """Source rows/columns and weights of output pixels first..first+count of an n_in -> n_out bilinear resize.
+
+    Half-pixel centers without antialiasing: torch.nn.functional.interpolate(mode="bilinear", align_corners=False).
+    """
+    dst = np.arange(first, first + count, dtype=np.float32)  # float32 arithmetic, as torch does it
+    src = np.maximum(np.float32(n_in / n_out) * (dst + np.float32(0.5)) - np.float32(0.5), np.float32(0))
+    lo = np.minimum(src.astype(np.int64), n_in - 1)
+    hi = np.minimum(lo + 1, n_in - 1)
+    return lo, hi, (src - lo.astype(np.float32)).astype(np.float32)
+
+
+def image_geometry(image_hw, manifest: dict):
+    """(resized height, width), (crop top, left), (crop height, width) for an image of size image_hw."""
+    shape = manifest["input"]["shape"]
+    nhwc = manifest["input"].get("layout", "NCHW") == "NHWC"
+    crop_h, crop_w = (shape[1], shape[2]) if nhwc else (shape[2], shape[3])
+    pre = manifest.get("preprocessing", {})
+    crop_h, crop_w = pre.get("center_crop", [crop_h, crop_w])
+    short = int(pre.get("resize_shorter", int(min(crop_h, crop_w) * 256 / 224)))
+    h, w = image_hw
+    if h <= w:
+        new_h, new_w = short, int(short * w / h)
+    else:
+        new_h, new_w = int(short * h / w), short
+    if new_h < crop_h or new_w < crop_w:  # a crop wider than the resized image: grow until it fits
+        grow = max(crop_h / new_h, crop_w / new_w)
+        new_h, new_w = max(crop_h, int(round(new_h * grow))), max(crop_w, int(round(new_w * grow)))
+    top, left = int(round((new_h - crop_h) / 2.0)), int(round((new_w - crop_w) / 2.0))
+    return (new_h, new_w), (top, left), (crop_h, crop_w)
+
+
+def preprocess(image: np.ndarray, manifest: dict, resize: bool = True) -> np.ndarray:
+    """An already-decoded HxWx3 uint8 RGB image of any size -> the model input, as the manifest says.
+
+    Resize the shorter side to preprocessing.resize_shorter (crop * 256 / 224) with bilinear interpolation,
+    center-crop to the input size, scale, subtract the mean, divide by the std, lay out as the input (NCHW or
+    NHWC). resize=False takes an image already of the input size and only normalizes it.
+    """
     pre = manifest["preprocessing"]
-    _, channels, height, width = manifest["input"]["shape"]
-    if image.ndim != 3 or image.shape != (height, width, channels):
+    shape = manifest["input"]["shape"]
+    nhwc = manifest["input"].get("layout", "NCHW") == "NHWC"
+    height, width, channels = (shape[1], shape[2], shape[3]) if nhwc else (shape[2], shape[3], shape[1])
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != channels or min(image.shape[:2]) < 1:
+        raise ArtifactError(f"image must be an array of shape (height, width, {channels}), got {image.shape}")
+    if not resize and image.shape != (height, width, channels):
         raise ArtifactError(f"image must be an array of shape {(height, width, channels)}, got {image.shape}")
     if pre["channel_order"] == "BGR":
         image = image[..., ::-1]
-    x = (image.astype(np.float32) * np.float32(pre["scale"]) - np.float32(pre["mean"])) / np.float32(pre["std"])
-    return np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
+    x = image.astype(np.float32)
+    if resize:
+        (new_h, new_w), (top, left), (crop_h, crop_w) = image_geometry(image.shape[:2], manifest)
+        r0, r1, ry = _bilinear_taps(image.shape[0], new_h, top, crop_h)
+        c0, c1, cx = _bilinear_taps(image.shape[1], new_w, left, crop_w)
+        ry, cx = ry[:, None, None], cx[None, :, None]
+        x = (1 - ry) * ((1 - cx) * x[r0][:, c0] + cx * x[r0][:, c1]) + ry * ((1 - cx) * x[r1][:, c0] + cx * x[r1][:, c1])
+    x = (x * np.float32(pre["scale"]) - np.float32(pre["mean"])) / np.float32(pre["std"])
+    x = x[None] if nhwc else x.transpose(2, 0, 1)[None]
+    return np.ascontiguousarray(x, dtype=manifest["input"].get("dtype", "float32"))
 
 
 class CompiledModel:
@@ -112,8 +162,11 @@ class CompiledModel:
     def classify(self, x: np.ndarray, k: int = 5) -> list[tuple[int, float]]:
         """Top-k (class index, softmax probability) pairs for a batch-1 input."""
         logits = self(x)[0].astype(np.float64)
-        probs = np.exp(logits - logits.max())
-        probs /= probs.sum()
+        if self.manifest["output"].get("kind") == "probabilities":  # the model ends in a softmax already
+            probs = logits
+        else:
+            probs = np.exp(logits - logits.max())
+            probs /= probs.sum()
         top = np.argsort(-probs, kind="stable")[:k]
         return [(int(i), float(probs[i])) for i in top]
 

@@ -44,7 +44,7 @@ class Preset:
         if cc is None:
             return None
         if shutil.which(cc) is None:
-            hint = f"; install it with: {self.cc_install}" if self.cc_install and cc == self.cc else ""
+            hint = f"; install it with: {self.cc_install}" if self.cc_install else ""
             raise MnetError(f"cross compiler {cc} for target {self.name} not found{hint}")
         from tvm.support import cc as tvm_cc
 

@@ -20,4 +20,7 @@ def test_wheel_carries_targets_and_schedules(tmp_path):
         assert f"mnet_compile/targets/{preset.name}" in names
     for record in (ROOT / "schedules").rglob("*.json"):
         assert f"mnet_compile/schedules/{record.relative_to(ROOT / 'schedules')}" in names
+    for source in (ROOT / "device").rglob("*"):
+        if source.is_file() and source.name != ".gitignore":
+            assert f"mnet_compile/device/{source.relative_to(ROOT / 'device')}" in names
     assert "mnet_compile/runtime.py" in names

@@ -1,0 +1,97 @@
+"""Schedule every TIR kernel of a fused module: a tuned record where the database has one, else a default.
+
+    mod, applied, total = schedule_kernels(fused_mod, target, database)
+
+`fused_mod` is `passes.fuse(...)` output; the custom-rule annotations (`rules.annotate`) are added here, so
+lookups hash the same kernels that `tuning.tune` tuned. `applied` counts kernels whose record was found AND
+replayed; a kernel whose record fails to replay falls back to the default schedule and is not counted.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import tvm
+from tvm import tirx
+from tvm.s_tir import meta_schedule as ms
+from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
+from tvm.target import Target
+
+from . import rules
+
+log = logging.getLogger(__name__)
+DEFAULT_SEED = 20240601
+DEFAULT_TRIES = 8
+
+
+def kernel_mod(func: tirx.PrimFunc) -> tvm.IRModule:
+    """The one-function module MetaSchedule hashes for a kernel (same normalization as the tuner)."""
+    return _normalize_mod(func)
+
+
+def kernels(mod: tvm.IRModule) -> list[tuple[tvm.ir.GlobalVar, tirx.PrimFunc]]:
+    return [
+        (gv, f)
+        for gv, f in mod.functions.items()
+        if isinstance(f, tirx.PrimFunc) and not f.attrs.get("tirx.is_scheduled", False)
+    ]
+
+
+def _from_record(database, kmod: tvm.IRModule, target: Target, name: str):
+    if database is None or not database.has_workload(kmod):
+        return None
+    try:
+        sch = database.query_schedule(kmod, target, workload_name=name)
+    except Exception as exc:  # a record whose trace no longer replays on this TVM
+        log.warning("record for %s does not replay (%s); using the default schedule", name, exc)
+        return None
+    return None if sch is None else sch.mod["main"]
+
+
+def default_schedule(kmod: tvm.IRModule, target: Target) -> tirx.PrimFunc:
+    """A deterministic sample of the MetaSchedule design space (custom rules included), postprocessed:
+    parallel outer loop, vectorized inner loop, tiled; never the bare loop nest."""
+    for attempt in range(DEFAULT_TRIES):
+        ctx = ms.TuneContext(
+            mod=kmod,
+            target=target,
+            space_generator="post-order-apply",
+            rand_state=DEFAULT_SEED + attempt,
+            num_threads=1,
+        )
+        for sketch in ctx.generate_design_space():
+            sch = sketch.copy()
+            try:
+                if all(p.apply(sch) for p in ctx.space_generator.postprocs):
+                    return sch.mod["main"]
+            except Exception:  # an invalid sample; try the next one
+                continue
+    raise RuntimeError("no valid default schedule for kernel")
+
+
+def _restore_attrs(new: tirx.PrimFunc, old: tirx.PrimFunc) -> tirx.PrimFunc:
+    """Keep the kernel's own symbol status (fused kernels are private: no global_symbol)."""
+    if "global_symbol" not in old.attrs and "global_symbol" in new.attrs:
+        new = new.without_attr("global_symbol")
+    return new.with_attr("tirx.is_scheduled", True)
+
+
+def schedule_kernels(fused_mod: tvm.IRModule, target: Target, database: ms.Database | None):
+    """Return (module with every kernel scheduled, kernels scheduled from a record, total kernels)."""
+    mod = rules.annotate(fused_mod, target)
+    applied, total = 0, 0
+    updates = {}
+    with target:
+        for gv, func in kernels(mod):
+            total += 1
+            kmod = kernel_mod(func)
+            new = _from_record(database, kmod, target, gv.name_hint)
+            if new is not None:
+                applied += 1
+            else:
+                new = default_schedule(kmod, target)
+            updates[gv] = _restore_attrs(new, func)
+    out = tvm.IRModule(dict(mod.functions), attrs=mod.attrs) if updates else mod
+    for gv, func in updates.items():
+        out[gv] = func
+    return out, applied, total
