@@ -16,6 +16,7 @@ from .errors import MnetError
 from .model import MobileNetV1, check_alpha, check_classes, load_state_dict, randomize
 
 MODELS = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large")
+DISPLAY_NAMES = dict(zip(MODELS, ("MobileNet v1", "MobileNet v2", "MobileNet v3 small", "MobileNet v3 large")))
 
 
 def _make_divisible(v: float, divisor: int, min_value: int | None = None) -> int:
@@ -302,7 +303,7 @@ def build_architecture(name: str = "mobilenet_v1", alpha: float = 1.0, classes: 
         try:
             load_state_dict(model, weights)
         except MnetError as exc:  # model.load_state_dict speaks of v1; name the architecture asked for
-            raise MnetError(str(exc).replace("MobileNet v1", name)) from None
+            raise MnetError(str(exc).replace("MobileNet v1", DISPLAY_NAMES[name])) from None
     else:
         randomize_all(model, seed)
     return model.eval()

@@ -51,6 +51,8 @@ class CompileRequest:
         self.source_shape = parse_shape(self.source_shape)
         if self.source_shape and not self.source:
             raise MnetError("--input-shape applies to a model file given with --from")
+        if self.source and self.model != "mobilenet_v1":
+            raise MnetError("--model chooses a built-in architecture; a model file given with --from brings its own")
         if self.source and self.weights:
             raise MnetError("--weights applies to the built-in models, not to a model file given with --from")
 
@@ -95,7 +97,7 @@ def compile_executable(mod, target, database=None):
     """Fuse, schedule and lower the optimized Relax module.
 
     Returns the VM executable and {"tuned": kernels scheduled from a record, "kernels": all kernels}.
-    CPU kernels get a tuned record from `database` or a default schedule; GPU kernels get dlight's rules.
+    Each kernel gets a tuned record from `database`, else a default schedule (schedule.py, cuda.py).
     """
     import tvm
 
@@ -108,10 +110,8 @@ def compile_executable(mod, target, database=None):
     @tvm.transform.module_pass(opt_level=0, name="MnetPipeline")
     def pipeline(mod, _ctx):
         mod = passes.fuse(mod)
-        if gpu:
-            mod = cuda.schedule_gpu(mod, target)
-        else:
-            mod, stats["tuned"], stats["kernels"] = schedule_kernels(mod, target, database)
+        schedule = cuda.schedule_gpu if gpu else schedule_kernels
+        mod, stats["tuned"], stats["kernels"] = schedule(mod, target, database)
         return passes.finalize(mod)
 
     with cuda.compile_scope(target) if gpu else target:
@@ -212,26 +212,22 @@ def image_preprocessing(base: dict, input_info: dict) -> dict:
     return dict(base, resize_shorter=int(min(height, width) * 256 / 224), center_crop=[height, width])
 
 
-def compile_model(request: CompileRequest, log=print) -> Path:
-    """The main job: build the artifact folder for `request` and return its path."""
-    from . import frontends, passes
+def check_source(request: CompileRequest):
+    """Fail fast on bad model input (a --from file that is not a model, unfit --weights); return the torch model."""
+    from . import frontends
     from .architectures import build_architecture
-    from .targets import load_preset
 
-    preset = load_preset(request.target)
-    out = output_dir(request)
-    fcompile = preset.compiler()  # fail on a missing cross compiler before the slow part
-    target = preset.tvm_target()
-    info = None
     if request.source:
-        frontends.detect_format(request.source)  # a missing or non-model file fails before the slow part
-    else:
-        model = build_architecture(request.model, request.alpha, request.classes, request.seed, request.weights)
-    start = time.perf_counter()
+        frontends.detect_format(request.source)
+        return None
+    return build_architecture(request.model, request.alpha, request.classes, request.seed, request.weights)
 
-    def step(message):
-        log(f"[{time.perf_counter() - start:6.1f}s] {message}")
 
+def import_model(request: CompileRequest, model, target, step):
+    """The requested model as an optimized Relax module, with its input name and (for --from files) file info."""
+    from . import frontends, passes
+
+    info = None
     if request.source:
         step(f"importing {request.source} into Relax for {target}")
         mod, info = frontends.load_model_file(request.source, request.source_shape)
@@ -243,7 +239,26 @@ def compile_model(request: CompileRequest, log=print) -> Path:
         mod = frontends.from_torch(model, request.input_shape)
         input_name = mod["main"].params[0].name
     step("optimizing the graph (BatchNorm folding, constant folding, NHWC layout)")
-    mod = passes.optimize(mod)
+    return passes.optimize(mod), input_name, info
+
+
+def progress_log(log):
+    """A step logger that prefixes the seconds since it was made."""
+    start = time.perf_counter()
+    return lambda message: log(f"[{time.perf_counter() - start:6.1f}s] {message}")
+
+
+def compile_model(request: CompileRequest, log=print) -> Path:
+    """The main job: build the artifact folder for `request` and return its path."""
+    from .targets import load_preset
+
+    preset = load_preset(request.target)
+    out = output_dir(request)
+    fcompile = preset.compiler()  # fail on a missing cross compiler before the slow part
+    target = preset.tvm_target()
+    model = check_source(request)
+    step = progress_log(log)
+    mod, input_name, info = import_model(request, model, target, step)
     database, records = records_database(request, preset)
     step(f"compiling kernels ({f'tuned records from {records}' if records else 'no tuned records'})")
     executable, stats = compile_executable(mod, target, database)

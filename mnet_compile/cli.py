@@ -29,14 +29,14 @@ def _log(message: str) -> None:
 @click.option("--input-shape", "source_shape", help="Fix a --from file's dynamic input dims, e.g. 1,3,224,224.")
 @click.option("--weights", type=click.Path(), help="PyTorch state_dict file (torchvision names) for the built-in model.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random weights (no --weights).")
-@click.option("--output", type=click.Path(), help="Artifact folder [default: artifacts/mobilenet_v1_<alpha>_<res>_<target>].")
+@click.option("--output", type=click.Path(), help="Artifact folder [default: artifacts/<model>_<alpha>_<res>_<target>, or <file stem>_<target>].")
 @click.option("--force", is_flag=True, help="Replace an existing artifact folder.")
 @click.option("--no-tuned", "tuned", is_flag=True, flag_value=False, default=True, help="Ignore tuned schedule records.")
 @click.option("--records", type=click.Path(), help="Tuned records from `mnet-compile tune` [default: the shipped ones].")
 @click.option("--bundle", is_flag=True, help="Also write <output>.tar.gz: artifact, loader, C++ runner source, README.")
 @click.pass_context
 def cli(ctx, **options):
-    """Compile MobileNet v1 into a native shared library plus manifest (the default command).
+    """Compile MobileNet (v1, v2, v3) or a trained model file into a native shared library plus manifest.
 
     \b
     mnet-compile --target x86 --alpha 0.25     compile
@@ -116,6 +116,36 @@ def run(artifact, image, input_path, labels, repeat):
         click.echo(f"{rank}. class {index:5d}  p={prob:.4f}" + (f"  {names[index]}" if names else ""))
     timing = model.benchmark(repeat=repeat, x=x)
     click.echo(f"latency: median {timing['median_ms']:.3f} ms, p90 {timing['p90_ms']:.3f} ms ({repeat} runs)")
+
+
+@cli.command()
+@click.option("--target", default="x86", show_default=True, help="Target preset; it must run on this machine.")
+@click.option("--alpha", default="1.0", show_default=True, help="Width multiplier, a number in (0, 1].")
+@click.option("--resolution", default="224", show_default=True, help=f"Input size: {RESOLUTION_RULE}.")
+@click.option("--model", default="mobilenet_v1", show_default=True, help="Built-in architecture.")
+@click.option("--trials", default=500, show_default=True, type=int, help="Total trials in the work folder, spread over all kernels.")
+@click.option("--work-dir", type=click.Path(), help="Records folder [default: artifacts/tuning/<target>]; reruns resume it.")
+def tune(target, alpha, resolution, model, trials, work_dir):
+    """Tune the model's kernels with MetaSchedule (XGBoost cost model); apply with `--records WORK_DIR`."""
+    from .build import CompileRequest
+    from .tuning import tune_model
+
+    if trials < 1:
+        raise MnetError(f"--trials must be a positive integer, got {trials}")
+    request = CompileRequest(alpha=alpha, resolution=resolution, target=target, model=model)
+    work_dir = work_dir or f"artifacts/tuning/{target}"
+    bar = click.progressbar(length=trials, label="tuning", file=sys.stderr, show_pos=True)
+
+    def progress(done, total, estimate_ms):  # the bar appears once tuning starts, after all checks
+        bar.label = f"tuning (kernel time estimate {estimate_ms:.3f} ms)" if estimate_ms else "tuning"
+        bar.update(min(done, total) - bar.pos)
+
+    try:
+        tune_model(request, trials, work_dir, progress=progress, log=_log)
+    finally:
+        if bar.pos:
+            bar.render_finish()
+    click.echo(os.path.abspath(work_dir))
 
 
 @cli.command()

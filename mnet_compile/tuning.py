@@ -22,6 +22,7 @@ from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
 from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 from tvm.s_tir.meta_schedule.runner import EvaluatorConfig, PyRunner
 from tvm.s_tir.meta_schedule.runner.local_runner import LocalRunnerFuture
+from tvm.s_tir.meta_schedule.task_scheduler import PyTaskScheduler
 from tvm.s_tir.meta_schedule.runner.utils import alloc_argument_common, run_evaluator_common
 from tvm.ir.utils import derived_object
 from tvm.target import Target
@@ -99,6 +100,39 @@ class ProgressCallback(PyMeasureCallback):
                     self.best[task_id] = sec
         if self.progress is not None:
             self.progress(self.done, self.total, estimate_ms(self.best, self.weights))
+
+
+@derived_object
+class DurableScheduler(PyTaskScheduler):
+    """Joins every finished batch before picking the next task, so each batch's records reach the
+    database at once (the stock gradient scheduler holds a whole first round, then the latest batch of
+    every task, in memory: an interrupted run loses them). After one round over all tasks, the task with
+    the largest (call count x best latency) / (batches so far + 1) goes next."""
+
+    def __init__(self, best: list, weights: list) -> None:
+        super().__init__()
+        self.best, self.weights, self.rounds, self.calls = best, weights, [0] * len(weights), 0
+
+    def next_task_id(self) -> int:
+        outer = self._outer()
+        alive = [i for i, task in enumerate(outer.tasks_) if not task.is_terminated]
+        for i in alive:
+            outer.touch_task(i)
+        alive = [i for i in alive if not outer.tasks_[i].is_terminated]
+        if not alive:
+            return -1
+        fresh = [i for i in alive if self.rounds[i] == 0]
+        if fresh:
+            pick = fresh[0]
+        else:
+            def priority(i):
+                if self.best[i] is None:
+                    return float("inf") if self.rounds[i] < 3 else 0.0
+                return self.weights[i] * self.best[i] / (self.rounds[i] + 1)
+
+            pick = max(alive, key=priority)
+        self.rounds[pick] += 1
+        return pick
 
 
 def estimate_ms(best: list, weights: list) -> float | None:
@@ -226,6 +260,24 @@ def tune(
         database=db,
         cost_model=ms.CostModel.create("xgb", num_tuning_cores=num_threads),
         measure_callbacks=callbacks,
-        task_scheduler="gradient",
+        task_scheduler=DurableScheduler(best, weights),
     )
     return db
+
+
+def tune_model(request, trials: int, work_dir: str, progress: Progress | None = None, log=print):
+    """`mnet-compile tune`: tune the kernels of the model a CompileRequest names, for its target, into work_dir."""
+    import platform
+
+    from .build import check_source, import_model, progress_log
+    from .errors import MnetError
+    from .passes import fuse
+    from .targets import load_preset
+
+    preset = load_preset(request.target)
+    target = preset.tvm_target()
+    if target.kind.name != "llvm" or preset.arch != platform.machine():
+        raise MnetError(f"target {preset.name} does not run on this {platform.machine()} machine, so it cannot be tuned here")
+    mod, _, _ = import_model(request, check_source(request), target, progress_log(log))
+    log(f"tuning {trials} trials into {work_dir} (rerun to resume)")
+    return tune(fuse(mod), target, work_dir, trials, progress=progress)

@@ -125,3 +125,31 @@ def test_default_artifact_name(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, stdout, _ = run_cli(capsys, "--alpha", "1", "--resolution", "32", "--classes", "10")
     assert code == 0 and stdout.strip() == str(tmp_path / "artifacts" / "mobilenet_v1_1.0_32_x86")
+
+
+def test_tune_bad_input(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "tune", "--target", "arm_cpu", "--work-dir", str(tmp_path / "w"))
+    assert code == 1 and "cannot be tuned here" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(capsys, "tune", "--trials", "0", "--work-dir", str(tmp_path / "w"))
+    assert code == 1 and "--trials must be a positive integer" in err
+
+
+def test_tune_then_compile_with_records(capsys, tmp_path):
+    """`tune` writes records, a rerun resumes them, and `--records` applies them to a build that still matches."""
+    work = tmp_path / "records"
+    args = ["tune", "--alpha", "0.25", "--resolution", "32", "--work-dir", str(work)]
+    assert run_cli(capsys, *args, "--trials", "3")[0] == 0
+    first = (work / "database_tuning_record.json").read_text().count("\n")
+    assert run_cli(capsys, *args, "--trials", "6")[0] == 0
+    assert (work / "database_tuning_record.json").read_text().count("\n") > first >= 3
+    out = tmp_path / "art"
+    code, _, err = run_cli(capsys, "--alpha", "0.25", "--resolution", "32", "--records", str(work), "--output", str(out))
+    import json
+
+    applied = json.loads((out / "manifest.json").read_text())["schedules"]["tuned"]
+    assert code == 0 and applied > 0 and f"tuned records applied to {applied} of" in err
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype("float32")
+    from mnet_compile import runtime
+
+    ref = build_model(0.25)(torch.from_numpy(x)).detach().numpy()
+    assert np.abs(runtime.load(str(out))(x) - ref).max() <= 1e-4 * np.abs(ref).max()

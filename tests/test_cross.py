@@ -233,6 +233,8 @@ def test_cuda_artifact_holds_compiled_gpu_code(name, sm, machine, tmp_path):
     code = cuda.embedded_gpu_code(lib)
     assert code["cubin"] == [sm] and code["ptx"] == [sm]
     assert not code["cuda_source"], "raw CUDA C in the artifact: the device would need nvcc/NVRTC to load it"
+    ptx = Path(lib).read_bytes()
+    assert ptx.count(b".shared .align") >= 19, "convolutions without shared-memory tiling (dlight Fallback only?)"
 
 
 def test_embedded_gpu_code_detects_raw_cuda_source(tmp_path):

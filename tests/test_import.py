@@ -180,8 +180,17 @@ def _bad_files(folder, small_onnx):
     zipped.write_bytes(b"PK\x03\x04" + os.urandom(100))
     state_dict = folder / "sd.pt2"
     torch.save(build_model(0.25).state_dict(), state_dict)
+    class Kth(torch.nn.Module):  # aten.kthvalue: no Relax converter
+        def forward(self, x):
+            return torch.kthvalue(x.flatten(1), 3).values[:, None] + x.mean((2, 3))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kth = folder / "kth.pt2"
+        torch.export.save(torch.export.export(Kth(), (torch.zeros(1, 3, 32, 32),)), str(kth))
     return [
         (["--from", folder / "missing.onnx"], "model file not found"),
+        (["--from", kth], "unsupported operator kthvalue.default (node 'kthvalue')"),
         (["--from", text], "not a model file"),
         (["--from", unknown], "not a model file"),
         (["--from", state_dict], "not a model file"),
@@ -193,6 +202,7 @@ def _bad_files(folder, small_onnx):
         (["--from", small_onnx["static"], "--input-shape", "1,3,96,96"], "does not fit input 'image'"),
         (["--from", small_onnx["static"], "--input-shape", "1,3,a"], "--input-shape must be positive integers"),
         (["--input-shape", "1,3,64,64"], "--input-shape applies to a model file"),
+        (["--from", small_onnx["static"], "--model", "mobilenet_v2"], "--model chooses a built-in architecture"),
     ]
 
 
@@ -365,6 +375,19 @@ def test_tflite_keras_mobilenet_matches_interpreter(capsys, tmp_path, alpha, res
         assert list(np.argsort(-got[0])[:5]) == list(np.argsort(-ref[0])[:5])
         refs.append(ref)
     assert np.abs(np.log(refs[0]) - np.log(refs[1])).max() > 0.1, "the output does not depend on the input"
+    # an image through `run`: NHWC input, [-1, 1] scaling, top-5 as the interpreter gives on the same input
+    image = tmp_path / "img.jpg"
+    _make_image(image)
+    code, stdout, err = run_cli(capsys, "run", out, image, "--repeat", "1")
+    assert code == 0, err
+    got = [int(line.split()[2]) for line in stdout.splitlines() if "class" in line]
+    from PIL import Image
+
+    x = runtime.preprocess(np.asarray(Image.open(image).convert("RGB")), manifest)
+    assert x.shape == (1, resolution, resolution, 3) and -1.0 <= x.min() and x.max() <= 1.0
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    assert got == list(np.argsort(-interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0])[:5])
 
 
 @pytest.mark.slow

@@ -83,7 +83,9 @@ def _annotate_func(func: tirx.PrimFunc, lanes: int) -> tirx.PrimFunc:
 
 
 def annotate(mod: tvm.IRModule, target: Target) -> tvm.IRModule:
-    """Return `mod` with the custom-rule annotations on every matching kernel (idempotent)."""
+    """Return `mod` with the custom-rule annotations on every matching kernel (idempotent; CPU rules only)."""
+    if target.kind.name != "llvm":
+        return mod
     lanes = vector_lanes(target)
     updates = {}
     for gv, func in mod.functions.items():
