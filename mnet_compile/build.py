@@ -36,6 +36,8 @@ class CompileRequest:
     tuned: bool = True  # apply tuned schedule records: --records DIR, else the preset's shipped ones
     records: str | None = None  # a `mnet-compile tune` work folder
     bundle: bool = False  # also write <output>.tar.gz for the device
+    cc: str | None = None  # the user's (cross) compiler instead of the preset's
+    sysroot: str | None = None  # the device's sysroot for that compiler
     model: str = "mobilenet_v1"  # a built-in architecture (architectures.MODELS)
     source: str | None = None  # --from: a trained model file (.onnx, .tflite, .pt2) instead of a built-in model
     source_shape: str | tuple | None = None  # --input-shape: fixes the file's dynamic input dims
@@ -254,7 +256,7 @@ def compile_model(request: CompileRequest, log=print) -> Path:
 
     preset = load_preset(request.target)
     out = output_dir(request)
-    fcompile = preset.compiler()  # fail on a missing cross compiler before the slow part
+    fcompile = preset.compiler(request.cc, request.sysroot)  # a missing compiler fails before the slow part
     target = preset.tvm_target()
     model = check_source(request)
     step = progress_log(log)

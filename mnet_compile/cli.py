@@ -34,6 +34,8 @@ def _log(message: str) -> None:
 @click.option("--no-tuned", "tuned", is_flag=True, flag_value=False, default=True, help="Ignore tuned schedule records.")
 @click.option("--records", type=click.Path(), help="Tuned records from `mnet-compile tune` [default: the shipped ones].")
 @click.option("--bundle", is_flag=True, help="Also write <output>.tar.gz: artifact, loader, C++ runner source, README.")
+@click.option("--cc", help="Your (cross) C++ compiler for linking the .so [default: the preset's].")
+@click.option("--sysroot", type=click.Path(), help="Sysroot of the device for --cc.")
 @click.pass_context
 def cli(ctx, **options):
     """Compile MobileNet (v1, v2, v3) or a trained model file into a native shared library plus manifest.

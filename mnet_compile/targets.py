@@ -40,9 +40,11 @@ class Preset:
 
     def compiler(self, cc: str | None = None, sysroot: str | None = None):
         """The fcompile for export_library: the host compiler, or the (user's) cross compiler."""
-        cc = cc or self.cc
+        cc = cc or self.cc or ("g++" if sysroot else None)
         if cc is None:
             return None
+        if sysroot and not os.path.isdir(sysroot):
+            raise MnetError(f"sysroot {sysroot} is not a folder")
         if shutil.which(cc) is None:
             hint = f"; install it with: {self.cc_install}" if self.cc_install else ""
             raise MnetError(f"cross compiler {cc} for target {self.name} not found{hint}")

@@ -370,3 +370,17 @@ def test_runtime_load_under_emulated_aarch64_cpython(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert_matches(np.load(tmp_path / "y.npy"), ref)
     assert proc.stdout.startswith(f"top5 [({int(ref.argmax())},")
+
+
+@need("aarch64-linux-gnu-g++")
+def test_wrong_architecture_compiler_fails_in_one_line(capsys, tmp_path):
+    """x86 g++ cannot link AArch64 objects: one line naming the link failure, exit 1, no artifact."""
+    from mnet_compile.cli import main
+
+    out = tmp_path / "arm"
+    code = main(["--target", "arm_cpu", "--alpha", "0.25", "--resolution", "32", "--cc", "g++", "--output", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err[-1].startswith("error: linking model.so failed") and not out.exists()
+    assert not list(tmp_path.iterdir()), "temporary folder left behind"
+    code = main(["--target", "arm_cpu", "--sysroot", str(tmp_path / "none"), "--output", str(out)])
+    assert code == 1 and "is not a folder" in capsys.readouterr().err
