@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import shutil
@@ -15,7 +14,7 @@ from pathlib import Path
 from .errors import MnetError
 from .model import check_alpha, check_classes, check_resolution
 from .resources import data_dir
-from .runtime import LIBRARY, MANIFEST, FORMAT_VERSION
+from .runtime import FORMAT_VERSION, LIBRARY, MANIFEST, sha256
 
 # ImageNet preprocessing of the torchvision/Keras MobileNets: RGB in [0, 1], then per-channel mean/std.
 PREPROCESSING = {"channel_order": "RGB", "scale": 1 / 255, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
@@ -69,14 +68,6 @@ class CompileRequest:
         return (1, 3, self.resolution, self.resolution)
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def output_dir(request: CompileRequest) -> Path:
     """The artifact folder, checked before any work is done: writable parent, no silent overwrite."""
     out = Path(request.output) if request.output else Path("artifacts") / request.name
@@ -122,22 +113,21 @@ def compile_executable(mod, target, database=None):
 
 def records_database(request: CompileRequest, preset):
     """The tuned records to apply, and where they come from: --records DIR, the shipped family, or none."""
+    from .records import load_records, shipped_database
+
     if not request.tuned:
         return None, None
     if request.records:
-        folder = Path(request.records)
-        if not (folder / "database_tuning_record.json").is_file():
-            raise MnetError(f"no tuning records in {folder} (expected database_tuning_record.json from `mnet-compile tune`)")
-    elif preset.schedules and (data_dir("schedules") / preset.schedules / "database_tuning_record.json").is_file():
-        folder = data_dir("schedules") / preset.schedules
-    else:
-        return None, None
-    from tvm.s_tir import meta_schedule as ms
-
-    try:
-        return ms.database.JSONDatabase(work_dir=str(folder), module_equality="structural"), folder
-    except Exception as exc:
-        raise MnetError(f"cannot read tuning records in {folder}: {' '.join(str(exc).split())[:200]}") from None
+        try:
+            database = load_records(request.records)
+        except Exception as exc:
+            raise MnetError(f"cannot read tuning records in {request.records}: {' '.join(str(exc).split())[:200]}") from None
+        if database is None:
+            raise MnetError(f"no tuning records in {request.records} (expected the files `mnet-compile tune` writes)")
+        return database, request.records
+    if preset.schedules and (database := shipped_database(preset.schedules)) is not None:
+        return database, f"schedules/{preset.schedules}"
+    return None, None
 
 
 def write_artifact(out: Path, executable, manifest: dict, fcompile, force: bool) -> None:

@@ -121,14 +121,22 @@ def run(artifact, image, input_path, labels, repeat):
 
 
 @cli.command()
-@click.option("--target", default="x86", show_default=True, help="Target preset; it must run on this machine.")
+@click.option("--target", default="x86", show_default=True, help="Target preset; it must run on this machine unless --rpc.")
 @click.option("--alpha", default="1.0", show_default=True, help="Width multiplier, a number in (0, 1].")
 @click.option("--resolution", default="224", show_default=True, help=f"Input size: {RESOLUTION_RULE}.")
 @click.option("--model", default="mobilenet_v1", show_default=True, help="Built-in architecture.")
 @click.option("--trials", default=500, show_default=True, type=int, help="Total trials in the work folder, spread over all kernels.")
 @click.option("--work-dir", type=click.Path(), help="Records folder [default: artifacts/tuning/<target>]; reruns resume it.")
-def tune(target, alpha, resolution, model, trials, work_dir):
-    """Tune the model's kernels with MetaSchedule (XGBoost cost model); apply with `--records WORK_DIR`."""
+@click.option("--rpc", metavar="HOST:PORT", help="TVM RPC tracker: time the candidates on a board (built here with the preset's cross compiler).")
+@click.option("--key", help="Device key the board's RPC server registered with the tracker (with --rpc).")
+def tune(target, alpha, resolution, model, trials, work_dir, rpc, key):
+    """Tune the model's kernels with MetaSchedule (XGBoost cost model); apply with `--records WORK_DIR`.
+
+    \b
+    On a board: python -m tvm.exec.rpc_tracker --port 9190                     (this machine)
+                python -m tvm.exec.rpc_server --tracker HOST:9190 --key rpi4   (the board)
+                mnet-compile tune --target rpi4 --rpc HOST:9190 --key rpi4
+    """
     from .build import CompileRequest
     from .tuning import tune_model
 
@@ -143,7 +151,7 @@ def tune(target, alpha, resolution, model, trials, work_dir):
         bar.update(min(done, total) - bar.pos)
 
     try:
-        tune_model(request, trials, work_dir, progress=progress, log=_log)
+        tune_model(request, trials, work_dir, progress=progress, log=_log, rpc=rpc, key=key)
     finally:
         if bar.pos:
             bar.render_finish()

@@ -15,9 +15,9 @@ import tvm_ffi
 from tvm.s_tir import meta_schedule as ms
 from tvm.target import Target
 
+from .resources import data_dir
 from .rules import vector_lanes
 
-SCHEDULES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "schedules")
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
 
@@ -63,14 +63,18 @@ def _copy_best(src, dst, top_k: int) -> int:
     return n
 
 
-def shipped_database(family: str, directory: str | None = None) -> ms.database.Database | None:
-    """The records shipped for `family` as an in-memory database (the files are never written), or None."""
-    directory = directory or os.path.join(SCHEDULES_DIR, family)
+def load_records(directory) -> ms.database.Database | None:
+    """The records of a tuning folder as an in-memory database (its files are never written), or None."""
     if not all(os.path.isfile(os.path.join(directory, f)) for f in (WORKLOADS, RECORDS)):
         return None
     mem = ms.database.MemoryDatabase(module_equality="structural")
-    _copy_best(_load(directory), mem, top_k=1 << 20)
+    _copy_best(_load(str(directory)), mem, top_k=1 << 20)
     return mem
+
+
+def shipped_database(family: str) -> ms.database.Database | None:
+    """The records shipped in schedules/<family>/, or None."""
+    return load_records(data_dir("schedules") / family)
 
 
 def prune(work_dir: str, out_dir: str, top_k: int = 3) -> int:

@@ -34,7 +34,7 @@ def _machine(name: str) -> str:
     return _ARCH_ALIASES.get(name, name)
 
 
-def _sha256(path: str) -> str:
+def sha256(path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -63,7 +63,7 @@ def read_manifest(path: str) -> dict:
         file_path = os.path.join(path, name)
         if not os.path.isfile(file_path):
             raise ArtifactError(f"artifact file missing: {file_path}")
-        if _sha256(file_path) != meta.get("sha256"):
+        if sha256(file_path) != meta.get("sha256"):
             raise ArtifactError(f"artifact file altered (sha256 mismatch): {file_path}")
     return manifest
 

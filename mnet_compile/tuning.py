@@ -40,7 +40,12 @@ EVALUATOR = EvaluatorConfig(number=1, repeat=5, min_repeat_ms=20, enable_cpu_cac
 @derived_object
 class InProcessBuilder(PyBuilder):
     """Builds each candidate with tvm.compile in this process (the stock LocalBuilder spawns workers that
-    each import every tensor intrinsic: ~50 s a candidate on this machine)."""
+    each import every tensor intrinsic: ~50 s a candidate on this machine). `fcompile` links the .so (a
+    preset's cross compiler, for a device measured through RPC); None: this machine's compiler."""
+
+    def __init__(self, fcompile=None) -> None:
+        super().__init__()
+        self.fcompile = fcompile
 
     def build(self, build_inputs):
         from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
@@ -51,7 +56,7 @@ class InProcessBuilder(PyBuilder):
                 mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(inp.mod)
                 rt_mod = tvm.compile(mod, target=inp.target)
                 path = os.path.join(tempfile.mkdtemp(prefix="mnet-ms-"), "kernel.so")
-                rt_mod.export_library(path)
+                rt_mod.export_library(path, fcompile=self.fcompile)
                 results.append(BuilderResult(path, None))
             except Exception as exc:  # a candidate that does not compile is a failed trial, not a crash
                 results.append(BuilderResult(None, f"{type(exc).__name__}: {exc}"[:2000]))
@@ -222,8 +227,12 @@ def tune(
     seed: int | None = None,
     num_threads: int = 2,
     num_trials_per_iter: int | None = None,
+    builder=None,
+    runner=None,
 ) -> ms.database.JSONDatabase:
-    """Tune every kernel of `fused_mod` (or of each module in a list) for `target`, `trials` in total."""
+    """Tune every kernel of `fused_mod` (or of each module in a list) for `target`, `trials` in total.
+
+    builder / runner: MetaSchedule's (default: InProcessBuilder, InProcessRunner; remote.py's for a device)."""
     mods = [fused_mod] if isinstance(fused_mod, tvm.IRModule) else list(fused_mod)
     tasks = extract(mods, target)
     db = open_database(work_dir)
@@ -255,8 +264,8 @@ def tune(
         work_dir=work_dir,
         max_trials_global=remaining,
         num_trials_per_iter=per_iter,
-        builder=InProcessBuilder(),
-        runner=InProcessRunner(),
+        builder=builder if builder is not None else InProcessBuilder(),
+        runner=runner if runner is not None else InProcessRunner(),
         database=db,
         cost_model=ms.CostModel.create("xgb", num_tuning_cores=num_threads),
         measure_callbacks=callbacks,
@@ -265,8 +274,11 @@ def tune(
     return db
 
 
-def tune_model(request, trials: int, work_dir: str, progress: Progress | None = None, log=print):
-    """`mnet-compile tune`: tune the kernels of the model a CompileRequest names, for its target, into work_dir."""
+def tune_model(request, trials: int, work_dir: str, progress: Progress | None = None, log=print, rpc=None, key=None):
+    """`mnet-compile tune`: tune the kernels of the model a CompileRequest names, for its target, into work_dir.
+
+    rpc="HOST:PORT" and key: measure on a device of that key through the TVM RPC tracker (remote.py),
+    candidates cross-compiled here; the target then need not run on this machine."""
     import platform
 
     from .build import check_source, import_model, progress_log
@@ -276,8 +288,20 @@ def tune_model(request, trials: int, work_dir: str, progress: Progress | None = 
 
     preset = load_preset(request.target)
     target = preset.tvm_target()
-    if target.kind.name != "llvm" or preset.arch != platform.machine():
+    builder = runner = None
+    if rpc is not None or key is not None:
+        if rpc is None:
+            raise MnetError("--key names a device on an RPC tracker; give the tracker with --rpc HOST:PORT")
+        from .remote import remote_measure
+
+        builder, runner = remote_measure(preset, rpc, key, log)  # checks the tracker and the key first
+    elif target.kind.name != "llvm" or preset.arch != platform.machine():
         raise MnetError(f"target {preset.name} does not run on this {platform.machine()} machine, so it cannot be tuned here")
     mod, _, _ = import_model(request, check_source(request), target, progress_log(log))
     log(f"tuning {trials} trials into {work_dir} (rerun to resume)")
-    return tune(fuse(mod), target, work_dir, trials, progress=progress)
+    try:
+        return tune(fuse(mod), target, work_dir, trials, progress=progress, builder=builder, runner=runner)
+    except Exception:
+        if runner is not None and runner.failure is not None:  # the tracker or device failed: one line
+            raise runner.failure from None
+        raise
