@@ -188,7 +188,7 @@ def run_benchmark(configs, peers=PEERS, rounds=3, runs=50, threads=2, workdir="a
         folders[(alpha, resolution)] = workdir / f"{alpha}-{resolution}"
         log(f"preparing {alpha}-{resolution}")
         prepare(alpha, resolution, folders[(alpha, resolution)], tuned, log=lambda message: None)
-    peak = fma_peak_gflops(threads, workdir)
+    peaks = [fma_peak_gflops(threads, workdir)]
     samples = {(c, p): [] for c in configs for p in peers}
     outputs, errors = {}, {}
     for r in range(rounds):
@@ -202,7 +202,9 @@ def run_benchmark(configs, peers=PEERS, rounds=3, runs=50, threads=2, workdir="a
                     continue
                 samples[(config, peer)] += result["times"]
                 outputs[(config, peer)] = np.array(result["output"], dtype=np.float32)
+        peaks.append(fma_peak_gflops(threads, workdir))  # the best of several: the machine drifts
         log(f"round {r + 1}/{rounds} done")
+    peak = max((p for p in peaks if p), default=None)
     rows = []
     for config in configs:
         alpha, resolution = config
@@ -222,7 +224,7 @@ def run_benchmark(configs, peers=PEERS, rounds=3, runs=50, threads=2, workdir="a
                     ratio_to_ours=float(np.median(times) / ours) if ours else None,
                     gflops=flops / np.median(times) / 1e6,
                     max_abs_diff=diff,
-                    matches_pytorch=diff <= 1e-4 * float(np.abs(ref).max()) and outputs[(config, peer)].argmax() == ref.argmax(),
+                    matches_pytorch=bool(diff <= 1e-4 * np.abs(ref).max() and outputs[(config, peer)].argmax() == ref.argmax()),
                 )
                 if peak:
                     row["share_of_peak"] = row["gflops"] / peak

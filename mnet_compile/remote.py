@@ -309,7 +309,8 @@ def _time_on(session, artifact_path: str, device_type: str, evaluator, args_info
 
 
 def _one_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:400]
+    text, name = " ".join(str(exc).split()), type(exc).__name__
+    return (text if text.startswith(name) else f"{name}: {text}")[:400]
 
 
 def build_probe(target, fcompile, folder: str) -> str:

@@ -1,5 +1,7 @@
 """The benchmark harness: every peer runs in its own process on the same weights and matches PyTorch."""
 
+import json
+
 from mnet_compile.bench import PEERS, format_results, run_benchmark
 
 
@@ -11,5 +13,6 @@ def test_every_peer_runs_and_matches_pytorch(tmp_path):
         assert row["matches_pytorch"], row  # the TFLite file is written by peer_models: same weights, NHWC
         assert row["median_ms"] > 0 and row["p90_ms"] >= row["median_ms"]
     assert rows[0]["ratio_to_ours"] == 1.0
+    json.dumps(rows)  # --json writes them
     text = format_results(rows, peak, 2)
     assert "MISMATCH" not in text and text.count("0.25-64 ") == len(PEERS)

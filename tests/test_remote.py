@@ -39,7 +39,9 @@ def free_port() -> int:
 
 def start(cmd, log: Path, env=None) -> subprocess.Popen:
     """A subprocess in its own process group (the RPC server forks a listener and one child per session)."""
-    return subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    proc.log = log
+    return proc
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -54,7 +56,7 @@ def stop(proc: subprocess.Popen) -> None:
 def start_tracker(log_dir: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
     cmd = [sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1)]
-    return start(cmd, log_dir / "tracker.log"), port
+    return start(cmd, log_dir / "tracker.log", env=dict(os.environ, TVM_USE_RUNTIME_LIB="1")), port  # no compiler needed
 
 
 def server_command(python: list[str], tracker_port: int, key: str) -> list[str]:
@@ -71,7 +73,7 @@ def wait_for_key(port: int, key: str, procs, timeout: float) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         for proc in procs:
-            assert proc.poll() is None, f"{proc.args[:4]} exited with {proc.returncode}"
+            assert proc.poll() is None, f"{proc.args[:4]} exited with {proc.returncode}: {proc.log.read_text()[-2000:]}"
         try:
             with remote.Tracker(config) as tracker:
                 if tracker.server_keys().get(key):
@@ -281,13 +283,29 @@ def test_host_fill_makes_inputs_for_a_runtime_without_random():
 # --- slow: an AArch64 RPC server in an emulated CPython ------------------------------------------------
 
 
+# `python -m tvm.exec.rpc_server` starts its listener through tvm.support.popen_pool, which execs
+# sys.executable: an AArch64 binary that this machine cannot exec without qemu registered in binfmt_misc
+# (qemu-user does not follow execve). On a board that command is all it takes; here the emulated CPython
+# runs the same listener (rpc.server.PopenRPCServerState: bind, register with the tracker, fork a child
+# per session) in its own process.
+EMULATED_SERVER = """
+import sys
+from tvm.rpc import server
+port, tracker_port, key = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+state = server.PopenRPCServerState("127.0.0.1", port, port + 10, False, ("127.0.0.1", tracker_port), key,
+                                   None, None, False, True, None)
+print("aarch64 RPC server on port", state.port, flush=True)
+state.thread.join()
+"""
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(
     any(shutil.which(t) is None for t in ("qemu-aarch64-static", "aarch64-linux-gnu-g++", "debootstrap", "dpkg-deb")),
     reason="needs qemu-user-static, g++-aarch64-linux-gnu and debootstrap",
 )
 def test_tune_arm_cpu_through_emulated_aarch64_rpc_server(rpc, capsys, tmp_path, monkeypatch):
-    """python -m tvm.exec.rpc_server in Debian's arm64 CPython under qemu (cortex-a72), runtime-only TVM
+    """TVM's RPC server in Debian's arm64 CPython under qemu (cortex-a72), runtime-only TVM
     (TVM_USE_RUNTIME_LIB=1: no compiler, no random fill), registered with the loopback tracker; the
     arm_cpu candidates are cross-compiled here. Emulated timings mean nothing: this proves the path."""
     from mnet_compile import devicekit
@@ -299,7 +317,8 @@ def test_tune_arm_cpu_through_emulated_aarch64_rpc_server(rpc, capsys, tmp_path,
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(root / "opt" / "site"),
            "PYTHONDONTWRITEBYTECODE": "1", "TVM_USE_RUNTIME_LIB": "1"}  # fmt: skip
     port = remote.parse_rpc(rpc)[1]
-    server = start(server_command(qemu, port, "arm-qemu"), tmp_path / "server.log", env=env)
+    (tmp_path / "rpc_server.py").write_text(EMULATED_SERVER)
+    server = start(qemu + [str(tmp_path / "rpc_server.py"), str(free_port()), str(port), "arm-qemu"], tmp_path / "server.log", env=env)
     try:
         start_time = time.time()
         wait_for_key(port, "arm-qemu", [server], timeout=300)
