@@ -1,4 +1,4 @@
-"""CUDA targets: dlight's default GPU schedules, and GPU code compiled by nvcc at build time.
+"""CUDA targets: GPU schedules for every kernel, and GPU code compiled by nvcc at build time.
 
 TVM 0.27 codegen only writes CUDA C. Where its CUDA runtime (libtvm_runtime_cuda.so) is loaded, the module
 factory it registers ("ffi.Module.create.cuda") hands that source to `tvm_callback_cuda_compile` and keeps
