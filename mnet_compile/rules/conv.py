@@ -64,6 +64,18 @@ def _unroll(sch, loop) -> None:
     sch.annotate(loop, "pragma_unroll_explicit", 1)
 
 
+def _parallel_outer(sch, outer, cv, epi, epi_loop, vec):
+    """Fuse and parallelize the outer loops, vectorize the channel vector, unroll, and place the epilogue
+    at `epi_loop` (None: at the parallel loop)."""
+    par = sch.fuse(*outer)
+    sch.parallel(par)
+    sch.vectorize(cv)
+    _unroll(sch, par)
+    if epi is not None:
+        sch.reverse_compute_at(epi, epi_loop if epi_loop is not None else par, preserve_unit_loops=True)
+        _vectorize_epilogue(sch, epi, vec)
+
+
 def _extent(sch, loop) -> int:
     return int(sch.get(loop).extent)
 
@@ -89,13 +101,7 @@ def _depthwise_sketch(sch, conv, lanes, order, epi_at):
     c0, c1 = sch.split(cx, factors=sch.sample_perfect_tile(cx, n=2, max_innermost_factor=4))
     outer = [n, h0, w0, c0] if order == 0 else [n, h0, c0, w0]
     sch.reorder(*outer, h1, ry, rx, rc, w1, c1, cv)
-    par = sch.fuse(*outer)
-    sch.parallel(par)
-    sch.vectorize(cv)
-    _unroll(sch, par)
-    if epi is not None:
-        sch.reverse_compute_at(epi, h1 if epi_at == 0 else par, preserve_unit_loops=True)
-        _vectorize_epilogue(sch, epi, vec)
+    _parallel_outer(sch, outer, cv, epi, h1 if epi_at == 0 else None, vec)
     for pad in pads:
         loc = sch.sample_compute_location(pad)
         sch.compute_at(pad, loc)
@@ -125,13 +131,7 @@ def _conv1x1_sketch(sch, conv, lanes, order, epi_at):
     k0, k1 = sch.split(ci, factors=sch.sample_perfect_tile(ci, n=2, max_innermost_factor=64))
     outer = [n, h0, w0, n0] if order == 0 else [n, n0, h0, w0]
     sch.reorder(*outer, h1, w1, n1, ry, rx, k0, k1, w2, n2, cv)
-    par = sch.fuse(*outer)
-    sch.parallel(par)
-    sch.vectorize(cv)
-    _unroll(sch, par)
-    if epi is not None:
-        sch.reverse_compute_at(epi, n1 if epi_at == 0 else par, preserve_unit_loops=True)
-        _vectorize_epilogue(sch, epi, vec)
+    _parallel_outer(sch, outer, cv, epi, n1 if epi_at == 0 else None, vec)
     return sch
 
 
