@@ -85,7 +85,7 @@ def targets():
 @click.argument("image", type=click.Path(), required=False)
 @click.option("--input", "input_path", type=click.Path(), help="A .npy input of the manifest's shape and dtype.")
 @click.option("--labels", type=click.Path(), help="Class names, one per line (as many as the model's classes).")
-@click.option("--repeat", default=50, show_default=True, type=int, help="Timed runs for the latency.")
+@click.option("--repeat", default=50, show_default=True, type=click.IntRange(min=1), help="Timed runs for the latency.")
 def run(artifact, image, input_path, labels, repeat):
     """Load an artifact with the device runtime loader, print the top-5 and the latency.
 
@@ -161,9 +161,9 @@ def tune(target, alpha, resolution, model, trials, work_dir, rpc, key):
 @cli.command()
 @click.option("--configs", default="1.0-224,0.5-224,0.25-224,0.25-128", show_default=True, help="ALPHA-RESOLUTION list.")
 @click.option("--peers", default=",".join(PEERS), show_default=True, help="Runtimes to measure.")
-@click.option("--rounds", default=3, show_default=True, type=int, help="Interleaved rounds (one process per runtime each).")
-@click.option("--runs", default=50, show_default=True, type=int, help="Timed inferences per process.")
-@click.option("--threads", default=2, show_default=True, type=int, help="Threads for every runtime.")
+@click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=1), help="Interleaved rounds (one process per runtime each).")
+@click.option("--runs", default=50, show_default=True, type=click.IntRange(min=1), help="Timed inferences per process.")
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1), help="Threads for every runtime.")
 @click.option("--no-tuned", is_flag=True, help="Benchmark our build without the shipped tuned records.")
 @click.option("--json", "json_path", type=click.Path(), help="Also write the result rows to this JSON file.")
 def bench(configs, peers, rounds, runs, threads, no_tuned, json_path):
@@ -182,8 +182,11 @@ def bench(configs, peers, rounds, runs, threads, no_tuned, json_path):
     rows, peak = run_benchmark(parsed, names, rounds, runs, threads, tuned=not no_tuned, log=_log)
     click.echo(format_results(rows, peak, threads))
     if json_path:
-        with open(json_path, "w") as f:
-            json.dump({"threads": threads, "fma_peak_gflops": peak, "rows": rows}, f, indent=2)
+        try:
+            with open(json_path, "w") as f:
+                json.dump({"threads": threads, "fma_peak_gflops": peak, "rows": rows}, f, indent=2)
+        except OSError as exc:
+            raise MnetError(f"cannot write {json_path}: {exc.strerror}") from None
 
 
 def main(argv=None) -> int:
@@ -193,8 +196,8 @@ def main(argv=None) -> int:
     except click.exceptions.Abort:
         _log("error: aborted")
         return 130
-    except click.ClickException as exc:
-        exc.show()
+    except click.ClickException as exc:  # bad usage: one line too, `--help` shows the usage
+        _log(f"error: {exc.format_message()}")
         return exc.exit_code
     except (MnetError, ArtifactError) as exc:
         _log(f"error: {exc}")

@@ -153,3 +153,18 @@ def test_tune_then_compile_with_records(capsys, tmp_path):
 
     ref = build_model(0.25)(torch.from_numpy(x)).detach().numpy()
     assert np.abs(runtime.load(str(out))(x) - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "anywhere", "--repeat", "0"],
+        ["bench", "--rounds", "0"],
+        ["bench", "--runs", "-1"],
+        ["bench", "--threads", "0"],
+        ["--no-such-option"],
+    ],
+)
+def test_bad_usage_is_one_line(capsys, args):
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
