@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
+import re
 import time
 
 import numpy as np
@@ -27,6 +29,14 @@ _ARCH_ALIASES = {"arm64": "aarch64", "amd64": "x86_64", "armv7": "armv7l", "armv
 
 class ArtifactError(Exception):
     """The artifact or the input does not fit: a one-line message for the user."""
+
+    def __init__(self, message: str = ""):
+        super().__init__(_one_line(message, 600))
+
+
+def _one_line(text, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _machine(name: str) -> str:
@@ -42,30 +52,327 @@ def sha256(path) -> str:
     return digest.hexdigest()
 
 
-def read_manifest(path: str) -> dict:
-    """Read and check an artifact's manifest and the checksums of all its files."""
-    manifest_path = os.path.join(path, MANIFEST)
-    if not os.path.isdir(path):
-        raise ArtifactError(f"artifact folder not found: {path}")
+# ---------------------------------------------------------------------------------------------------------
+# Layout: every file the manifest names is a plain name inside the artifact folder.
+
+SIGNATURE = "manifest.sig"  # optional: Ed25519 signature (hex) over the exact bytes of manifest.json
+MAX_MANIFEST_BYTES = 1 << 20
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}")  # no separators, not hidden, no `..`
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int16", "int32", "int64")  # numpy's names
+_MAX_ELEMENTS = 1 << 28  # of one input or output tensor
+
+
+def _member(folder: str, name: str, what: str) -> str:
+    """The path of `name` inside `folder`: a regular file that does not lead out of the folder."""
+    file_path = os.path.join(folder, name)
+    real_folder = os.path.realpath(folder)
+    real = os.path.realpath(file_path)
+    if os.path.commonpath([real_folder, real]) != real_folder or real == real_folder:
+        raise ArtifactError(f"{what} {file_path} is a link that leaves the artifact folder")
+    if not os.path.lexists(file_path):
+        raise ArtifactError(f"artifact file missing: {file_path}")
+    if not os.path.isfile(real):
+        raise ArtifactError(f"{what} {file_path} is not a regular file")
+    return file_path
+
+
+def _read_small(file_path: str, limit: int, what: str) -> bytes:
     try:
-        with open(manifest_path) as f:
-            manifest = json.load(f)
-    except FileNotFoundError:
-        raise ArtifactError(f"{path} is not an mnet-compile artifact: {MANIFEST} is missing") from None
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"cannot read {manifest_path}: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+        with open(file_path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise ArtifactError(f"cannot read {file_path}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise ArtifactError(f"{file_path} is too large for {what} (over {limit} bytes)")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Schema: types, required fields, consistent shapes. Each violation is one ArtifactError naming the field.
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return (isinstance(v, float) and math.isfinite(v)) or _is_int(v)
+
+
+class _Schema:
+    def __init__(self, manifest_path: str):
+        self.where = manifest_path
+
+    def fail(self, field: str, problem: str):
+        raise ArtifactError(_one_line(f"{self.where}: {field} {problem}"))
+
+    def obj(self, parent: dict, key: str, field: str, required: bool = True):
+        if key not in parent:
+            if required:
+                self.fail(field, "is missing")
+            return None
+        if not isinstance(parent[key], dict):
+            self.fail(field, f"must be an object, not {type(parent[key]).__name__}")
+        return parent[key]
+
+    def string(self, parent: dict, key: str, field: str, required: bool = True, choices=None):
+        if key not in parent:
+            if required:
+                self.fail(field, "is missing")
+            return None
+        value = parent[key]
+        if not isinstance(value, str) or len(value) > 4096:
+            self.fail(field, "must be a string")
+        if choices is not None and value not in choices:
+            self.fail(field, f"must be one of {', '.join(choices)}, not {value[:40]!r}")
+        return value
+
+    def optional(self, parent: dict, key: str, field: str, check) -> None:
+        if key in parent and parent[key] is not None and not check(parent[key]):
+            self.fail(field, "has the wrong type")
+
+    def shape(self, parent: dict, field: str) -> list:
+        shape = parent.get("shape")
+        if not isinstance(shape, list) or not 1 <= len(shape) <= 8 or not all(_is_int(d) and 1 <= d <= 1 << 24 for d in shape):
+            self.fail(f"{field}.shape", "must be a list of 1 to 8 positive integers")
+        if math.prod(shape) > _MAX_ELEMENTS:
+            self.fail(f"{field}.shape", f"has more than {_MAX_ELEMENTS} elements")
+        return shape
+
+
+def validate_manifest(manifest, manifest_path: str = MANIFEST) -> dict:
+    """Check a parsed manifest against the format's schema; raise ArtifactError (one line) on the first violation."""
+    s = _Schema(manifest_path)
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{manifest_path}: not a JSON object")
+    if manifest.get("format_version") != FORMAT_VERSION or not _is_int(manifest.get("format_version")):
         raise ArtifactError(f"{manifest_path}: unsupported format (expected format_version {FORMAT_VERSION})")
-    files = manifest.get("files") or {}
+    s.string(manifest, "model", "model")
+    for key in ("alpha",):
+        s.optional(manifest, key, key, _is_number)
+    for key in ("resolution", "classes"):
+        s.optional(manifest, key, key, _is_int)
+    for key in ("weights", "source", "schedules"):
+        s.optional(manifest, key, key, lambda v: isinstance(v, dict))
+    for key in ("tvm_version", "tvm_ffi_version", "created"):
+        s.optional(manifest, key, key, lambda v: isinstance(v, str))
+
+    inp = s.obj(manifest, "input", "input")
+    s.string(inp, "name", "input.name")
+    in_shape = s.shape(inp, "input")
+    s.string(inp, "dtype", "input.dtype", choices=_DTYPES)
+    layout = s.string(inp, "layout", "input.layout", required=False, choices=("NCHW", "NHWC")) or "NCHW"
+
+    out = s.obj(manifest, "output", "output")
+    s.shape(out, "output")
+    s.string(out, "dtype", "output.dtype", choices=_DTYPES)
+    s.string(out, "kind", "output.kind", required=False, choices=("logits", "probabilities"))
+
+    pre = s.obj(manifest, "preprocessing", "preprocessing", required=False)
+    if pre is not None:
+        if len(in_shape) != 4:
+            s.fail("input.shape", "must have 4 dimensions for an image model with preprocessing")
+        height, width, channels = in_shape[1:] if layout == "NHWC" else (in_shape[2], in_shape[3], in_shape[1])
+        s.string(pre, "channel_order", "preprocessing.channel_order", choices=("RGB", "BGR"))
+        if channels != 3:
+            s.fail("input.shape", f"has {channels} channels; an RGB image model has 3")
+        if not (_is_number(pre.get("scale")) and abs(pre["scale"]) <= 1e6):
+            s.fail("preprocessing.scale", "must be a number from -1e6 to 1e6")
+        for key in ("mean", "std"):  # bounded, so that a normalized image stays finite in float32
+            value = pre.get(key)
+            values = value if isinstance(value, list) else [value]
+            if not values or len(values) not in (1, channels) or not all(_is_number(v) and abs(v) <= 1e6 for v in values):
+                s.fail(f"preprocessing.{key}", f"must be a number from -1e6 to 1e6 or a list of {channels}")
+            if key == "std" and any(abs(v) < 1e-6 for v in values):
+                s.fail("preprocessing.std", "must not be zero (at least 1e-6 in size)")
+        if "center_crop" in pre and pre["center_crop"] != [height, width]:
+            s.fail("preprocessing.center_crop", f"must be the input's height and width, [{height}, {width}]")
+        if "resize_shorter" in pre and not (_is_int(pre["resize_shorter"]) and 1 <= pre["resize_shorter"] <= 16384):
+            s.fail("preprocessing.resize_shorter", "must be an integer from 1 to 16384")
+
+    target = s.obj(manifest, "target", "target")
+    s.string(target, "preset", "target.preset")
+    s.string(target, "arch", "target.arch")
+    tvm_target = s.obj(target, "tvm", "target.tvm")
+    s.string(tvm_target, "kind", "target.tvm.kind")
+
+    files = s.obj(manifest, "files", "files")
     if LIBRARY not in files:
         raise ArtifactError(f"{manifest_path} lists no {LIBRARY}")
     for name, meta in files.items():
-        file_path = os.path.join(path, name)
-        if not os.path.isfile(file_path):
-            raise ArtifactError(f"artifact file missing: {file_path}")
-        if sha256(file_path) != meta.get("sha256"):
+        if not _PLAIN_NAME.fullmatch(name) or name in (MANIFEST, SIGNATURE):
+            s.fail("files", f"names {name[:80]!r}: an artifact file must be a plain name inside the folder")
+        if not isinstance(meta, dict):
+            s.fail(f"files.{name}", "must be an object with sha256 and bytes")
+        if not isinstance(meta.get("sha256"), str) or not _SHA256.fullmatch(meta["sha256"]):
+            s.fail(f"files.{name}.sha256", "must be 64 lowercase hex digits")
+        if "bytes" in meta and not (_is_int(meta["bytes"]) and meta["bytes"] >= 0):
+            s.fail(f"files.{name}.bytes", "must be a non-negative integer")
+    return manifest
+
+
+def _parse_json(data: bytes, manifest_path: str):
+    def no_constants(name):
+        raise ValueError(f"{name} is not JSON")
+
+    def no_duplicates(pairs):
+        keys = [k for k, _ in pairs]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"duplicate key {next(k for k in keys if keys.count(k) > 1)!r}")
+        return dict(pairs)
+
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=no_constants, object_pairs_hook=no_duplicates)
+    except RecursionError:
+        raise ArtifactError(f"cannot read {manifest_path}: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ArtifactError(_one_line(f"cannot read {manifest_path}: {exc}")) from None
+
+
+def read_manifest(path: str, public_key=None) -> dict:
+    """Read and check an artifact's manifest (signature, schema) and the checksums of all its files.
+
+    With `public_key` (see ed25519_public_key) the folder must hold manifest.sig, an Ed25519 signature of
+    manifest.json's exact bytes by that key; it is checked before the manifest is parsed.
+    """
+    path = os.fspath(path)
+    if "\x00" in path or not os.path.isdir(path):
+        raise ArtifactError(f"artifact folder not found: {path!r}" if "\x00" in path else f"artifact folder not found: {path}")
+    manifest_path = os.path.join(path, MANIFEST)
+    if not os.path.lexists(manifest_path):
+        raise ArtifactError(f"{path} is not an mnet-compile artifact: {MANIFEST} is missing")
+    data = _read_small(_member(path, MANIFEST, "manifest"), MAX_MANIFEST_BYTES, "a manifest")
+    if public_key is not None:
+        key = ed25519_public_key(public_key)
+        sig_path = os.path.join(path, SIGNATURE)
+        if not os.path.lexists(sig_path):
+            raise ArtifactError(f"artifact {path} is not signed ({SIGNATURE} is missing) and a public key was given")
+        text = _read_small(_member(path, SIGNATURE, "signature"), 1024, "a signature").decode("ascii", "replace").strip()
+        if not re.fullmatch(r"[0-9a-fA-F]{128}", text):
+            raise ArtifactError(f"{sig_path} is not an Ed25519 signature (128 hex digits)")
+        if not ed25519_verify(key, data, bytes.fromhex(text)):
+            raise ArtifactError(f"signature check failed: {MANIFEST} of {path} was not signed by this key, or was changed")
+    manifest = validate_manifest(_parse_json(data, manifest_path), manifest_path)
+    for name, meta in manifest["files"].items():
+        file_path = _member(path, name, "artifact file")
+        try:
+            size = os.path.getsize(file_path)
+        except OSError as exc:
+            raise ArtifactError(f"cannot read {file_path}: {exc.strerror or exc}") from None
+        if "bytes" in meta and size != meta["bytes"]:
+            raise ArtifactError(f"artifact file altered (size {size}, manifest says {meta['bytes']}): {file_path}")
+        try:
+            digest = sha256(file_path)
+        except OSError as exc:
+            raise ArtifactError(f"cannot read {file_path}: {exc.strerror or exc}") from None
+        if digest != meta["sha256"]:
             raise ArtifactError(f"artifact file altered (sha256 mismatch): {file_path}")
     return manifest
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Ed25519 signature verification (RFC 8032), pure Python: the device needs no crypto library to check an
+# artifact's origin. Verification only (no secrets here), so plain big-integer arithmetic is fine.
+
+_P = 2**255 - 19
+_L = 2**252 + 27742317777372353535851937790883648493
+_D = -121665 * pow(121666, _P - 2, _P) % _P
+_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
+_SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")  # DER SubjectPublicKeyInfo of an Ed25519 key
+
+
+def _pt_add(a, b):
+    x1, y1, z1, t1 = a
+    x2, y2, z2, t2 = b
+    e0 = (y1 - x1) * (y2 - x2) % _P
+    b0 = (y1 + x1) * (y2 + x2) % _P
+    c0 = 2 * t1 * t2 * _D % _P
+    d0 = 2 * z1 * z2 % _P
+    e, f, g, h = b0 - e0, d0 - c0, d0 + c0, b0 + e0
+    return e * f % _P, g * h % _P, f * g % _P, e * h % _P
+
+
+def _pt_mul(scalar: int, point):
+    result = (0, 1, 1, 0)
+    while scalar:
+        if scalar & 1:
+            result = _pt_add(result, point)
+        point = _pt_add(point, point)
+        scalar >>= 1
+    return result
+
+
+def _pt_encode(point) -> bytes:
+    x, y, z, _ = point
+    zi = pow(z, _P - 2, _P)
+    x, y = x * zi % _P, y * zi % _P
+    return (y | (x & 1) << 255).to_bytes(32, "little")
+
+
+def _pt_decode(data: bytes):
+    y = int.from_bytes(data, "little")
+    sign, y = y >> 255, y & ((1 << 255) - 1)
+    if y >= _P:
+        return None
+    x2 = (y * y - 1) * pow(_D * y * y + 1, _P - 2, _P) % _P
+    x = pow(x2, (_P + 3) // 8, _P)
+    if (x * x - x2) % _P:
+        x = x * _SQRT_M1 % _P
+    if (x * x - x2) % _P or (x == 0 and sign):
+        return None
+    if x & 1 != sign:
+        x = _P - x
+    return x, y, 1, x * y % _P
+
+
+_BASE = _pt_decode(bytes.fromhex("58" + "66" * 31))
+
+
+def ed25519_verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """RFC 8032 Ed25519 verification: [S]B == R + [SHA-512(R || A || M)]A, compared as encodings."""
+    if len(public_key) != 32 or len(signature) != 64:
+        return False
+    a = _pt_decode(bytes(public_key))
+    s = int.from_bytes(signature[32:], "little")
+    if a is None or s >= _L:
+        return False
+    k = int.from_bytes(hashlib.sha512(bytes(signature[:32]) + bytes(public_key) + bytes(message)).digest(), "little") % _L
+    minus_a = ((_P - a[0]) % _P, a[1], a[2], (_P - a[3]) % _P)
+    return _pt_encode(_pt_add(_pt_mul(s, _BASE), _pt_mul(k, minus_a))) == bytes(signature[:32])
+
+
+def ed25519_public_key(key) -> bytes:
+    """32 raw bytes from: 32 bytes, 64 hex digits, PEM text, or a key file (PEM `PUBLIC KEY`, as `mnet-compile
+    keygen` and `openssl pkey -pubout` write it, or 64 hex digits); also an object with public_bytes_raw()."""
+    if hasattr(key, "public_bytes_raw"):
+        key = key.public_bytes_raw()
+    if isinstance(key, (bytes, bytearray)) and len(key) == 32:
+        return bytes(key)
+    text = None
+    if isinstance(key, str) and (re.fullmatch(r"[0-9a-fA-F]{64}", key.strip()) or key.lstrip().startswith("-----BEGIN")):
+        text = key.strip()  # the key itself, not a file name
+    elif isinstance(key, (str, os.PathLike)):
+        try:
+            with open(key, "rb") as f:
+                text = f.read(4097).decode("ascii").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ArtifactError(_one_line(f"cannot read public key {os.fspath(key)}: {getattr(exc, 'strerror', None) or exc}")) from None
+    if text is not None:
+        if re.fullmatch(r"[0-9a-fA-F]{64}", text):
+            return bytes.fromhex(text)
+        pem = re.fullmatch(r"-----BEGIN PUBLIC KEY-----\s+([A-Za-z0-9+/=\s]+?)\s*-----END PUBLIC KEY-----", text)
+        if pem:
+            import base64
+            import binascii
+
+            try:
+                der = base64.b64decode("".join(pem.group(1).split()), validate=True)
+            except binascii.Error:
+                der = b""
+            if len(der) == 44 and der.startswith(_SPKI_PREFIX):
+                return der[12:]
+    raise ArtifactError("not an Ed25519 public key (expected a PEM PUBLIC KEY file, 64 hex digits or 32 bytes)")
 
 
 def _bilinear_taps(n_in: int, n_out: int, first: int, count: int):
@@ -107,6 +414,8 @@ def preprocess(image: np.ndarray, manifest: dict, resize: bool = True) -> np.nda
     center-crop to the input size, scale, subtract the mean, divide by the std, lay out as the input (NCHW or
     NHWC). resize=False takes an image already of the input size and only normalizes it.
     """
+    if not isinstance(manifest.get("preprocessing"), dict):
+        raise ArtifactError("the manifest has no preprocessing: this model does not take images")
     pre = manifest["preprocessing"]
     shape = manifest["input"]["shape"]
     nhwc = manifest["input"].get("layout", "NCHW") == "NHWC"
@@ -141,37 +450,88 @@ class CompiledModel:
         self.manifest = manifest
         self.input_shape = tuple(manifest["input"]["shape"])
         self.input_dtype = manifest["input"]["dtype"]
-        self.device = device or (tvm.cuda(0) if manifest["target"]["tvm"]["kind"] == "cuda" else tvm.cpu(0))
+        self.output_shape = tuple(manifest["output"]["shape"])
+        self.output_dtype = manifest["output"]["dtype"]
         self._tensor = tvm.runtime.tensor
-        library = tvm.runtime.load_module(os.path.join(os.path.abspath(path), LIBRARY))
-        self._vm = VirtualMachine(library, self.device)
-        self._main = self._vm["main"]
+        lib_path = os.path.join(os.path.abspath(path), LIBRARY)
+        try:
+            library = tvm.runtime.load_module(lib_path)
+        except Exception as exc:
+            raise ArtifactError(_one_line(f"cannot load {lib_path}: {_first_line(exc)}")) from None
+        gpu = manifest["target"]["tvm"]["kind"] == "cuda"
+        if gpu != ("cuda" in _module_kinds(library)):
+            raise ArtifactError(
+                f"{lib_path} holds {'no ' if gpu else ''}CUDA code, but the manifest's target kind is "
+                f"{manifest['target']['tvm']['kind']!r}"
+            )
+        try:
+            self.device = device or (tvm.cuda(0) if gpu else tvm.cpu(0))
+            if not self.device.exist:
+                raise ArtifactError(f"artifact {path} needs a {self.device} device, which this machine lacks")
+            self._vm = VirtualMachine(library, self.device)
+            self._main = self._vm["main"]
+        except ArtifactError:
+            raise
+        except Exception as exc:
+            raise ArtifactError(_one_line(f"cannot start {lib_path}: {_first_line(exc)}")) from None
+        self._self_test()
+
+    def _self_test(self) -> None:
+        """One run on zeros: the compiled module must take the manifest's input and give its output.
+
+        Catches an edited or mismatched manifest (shape, dtype, output kind) at load, not at the first call."""
+        x = np.zeros(self.input_shape, self.input_dtype)
+        try:
+            y = self._output(self._run(x))
+        except Exception as exc:
+            raise ArtifactError(
+                _one_line(f"{LIBRARY} of {self.path} does not accept the manifest's input {self.input_shape} "
+                          f"{self.input_dtype}: {_first_line(exc)}")
+            ) from None
+        if y.shape != self.output_shape or y.dtype != np.dtype(self.output_dtype):
+            raise ArtifactError(
+                f"{LIBRARY} of {self.path} returns {y.shape} {y.dtype}, the manifest says {self.output_shape} {self.output_dtype}"
+            )
+        if self.manifest["output"].get("kind") == "probabilities":
+            flat = y.reshape(y.shape[0], -1).astype(np.float64) if y.ndim > 1 else y[None].astype(np.float64)
+            if not (np.all(flat >= -1e-6) and np.all(flat <= 1 + 1e-6) and np.allclose(flat.sum(axis=1), 1, atol=1e-3)):
+                raise ArtifactError(f"the manifest of {self.path} says the output is probabilities, but it does not sum to 1")
 
     def _run(self, x: np.ndarray):
         return self._main(self._tensor(x, self.device))
 
+    @staticmethod
+    def _output(out) -> np.ndarray:
+        return (out[0] if not hasattr(out, "numpy") else out).numpy()
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        """The model's output for `x`. An input holding NaN or infinity is refused (ArtifactError): the
+        compiled ReLUs would turn NaN into plausible numbers, so such an input never gives an output."""
         x = np.asarray(x)
         if x.shape != self.input_shape:
             raise ArtifactError(f"input must have shape {self.input_shape}, got {x.shape}")
         if x.dtype != np.dtype(self.input_dtype):
             raise ArtifactError(f"input must have dtype {self.input_dtype}, got {x.dtype}")
-        out = self._run(np.ascontiguousarray(x))
-        return (out[0] if not hasattr(out, "numpy") else out).numpy()
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+            raise ArtifactError(f"input holds {bad} NaN or infinite value{'s' if bad > 1 else ''}; refusing to run on it")
+        return self._output(self._run(np.ascontiguousarray(x)))
 
     def classify(self, x: np.ndarray, k: int = 5) -> list[tuple[int, float]]:
         """Top-k (class index, softmax probability) pairs for a batch-1 input."""
-        logits = self(x)[0].astype(np.float64)
+        logits = self(x)[0].astype(np.float64).ravel()
         if self.manifest["output"].get("kind") == "probabilities":  # the model ends in a softmax already
             probs = logits
         else:
             probs = np.exp(logits - logits.max())
             probs /= probs.sum()
-        top = np.argsort(-probs, kind="stable")[:k]
+        top = np.argsort(-probs, kind="stable")[: max(0, int(k))]
         return [(int(i), float(probs[i])) for i in top]
 
     def benchmark(self, repeat: int = 50, warmup: int = 5, x: np.ndarray | None = None) -> dict:
-        """Wall-clock latency of single inferences, in milliseconds."""
+        """Wall-clock latency of single inferences (input checks included), in milliseconds."""
+        if not _is_int(repeat) or repeat < 1 or not _is_int(warmup) or warmup < 0:
+            raise ArtifactError(f"benchmark needs repeat >= 1 and warmup >= 0, got repeat={repeat!r}, warmup={warmup!r}")
         if x is None:
             x = np.random.default_rng(0).standard_normal(self.input_shape).astype(self.input_dtype)
         times = []
@@ -189,13 +549,32 @@ class CompiledModel:
         }
 
 
-def load(path: str, device=None) -> CompiledModel:
-    """Verify an artifact folder (manifest, checksums, CPU architecture) and load it."""
-    manifest = read_manifest(path)
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    # TVM puts the message after a traceback: prefer the line that names the error
+    named = [line for line in lines if re.match(r"(\w+Error|Error)\b", line)]
+    return (named[-1] if named else lines[0] if lines else type(exc).__name__)[:300]
+
+
+def _module_kinds(module) -> set:
+    kinds, todo, seen = set(), [module], 0
+    while todo and seen < 64:
+        m = todo.pop()
+        seen += 1
+        kinds.add(m.kind)
+        todo.extend(m.imports)
+    return kinds
+
+
+def load(path, device=None, public_key=None) -> CompiledModel:
+    """Verify an artifact folder (signature if a public key is given, manifest, checksums, CPU
+    architecture, the compiled module's input and output) and load it."""
+    path = os.fspath(path)
+    manifest = read_manifest(path, public_key)
     built_for = _machine(manifest["target"]["arch"])
     here = _machine(platform.machine())
     if built_for != here:
         raise ArtifactError(
-            f"artifact {path} was built for {built_for} ({manifest['target']['preset']}), this machine is {here}"
+            _one_line(f"artifact {path} was built for {built_for} ({manifest['target']['preset']}), this machine is {here}")
         )
     return CompiledModel(path, manifest, device)
