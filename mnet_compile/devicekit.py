@@ -190,7 +190,7 @@ def build_app(
     compiler = _require_tool(cc, GXX_INSTALL.get(kit.arch, "a C++ compiler for " + kit.arch))
     source = app_source_dir() / "main.cc"
     target = Path(out) if out else cache_root() / kit.arch / "bin" / APP_NAME
-    inputs = [source, *kit.libraries]
+    inputs = [source, source.with_name("trust.h"), *kit.libraries]
     if target.is_file() and all(target.stat().st_mtime >= p.stat().st_mtime for p in inputs):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -315,6 +315,9 @@ def bundle(lib: str | os.PathLike, dest: str | os.PathLike, kit: RuntimeKit, app
     for so in kit.libraries:
         shutil.copy2(so, dest / so.name)
     shutil.copy2(lib, dest / "model.so")
+    for name in ("manifest.json", "manifest.sig"):  # mnet-run checks model.so against them before opening it
+        if (Path(lib).parent / name).is_file():
+            shutil.copy2(Path(lib).parent / name, dest / name)
     template = data_dir("device") / "README.bundle.md"
     if template.is_file():
         text = template.read_text().replace("{arch}", kit.arch)

@@ -5,10 +5,16 @@
 //
 //   mnet-run MODEL.so [--input x.npy|x.bin] [--shape 1,3,224,224] [--output logits.bin|.npy]
 //            [--device cpu|cuda] [--device-id N] [--alloc pooled|naive] [--repeat N] [--warmup N] [--topk K]
+//            [--public-key KEY.pub | --no-verify]
 //
-// Without --input the input is all zeros. A .bin input is raw little-endian float32; without --shape its
-// shape is taken as (1, 3, R, R) from the file size. Prints the output shape, the top-K classes and timings;
-// the last line "mnet-run: ok" means success. Exit codes: 0 ok, 1 runtime error, 2 usage error.
+// Before the library is opened, it is checked against the manifest.json beside it, as the Python loader
+// does (trust.h): listed there under its file name, size and sha256 equal, built for this CPU architecture;
+// with --public-key, manifest.sig must be that key's Ed25519 signature of manifest.json. --no-verify skips
+// all of this (a bare .so without its manifest). Without --input the input is all zeros of the manifest's
+// input shape. A .bin input is raw little-endian float32 of the manifest's shape (or --shape; unchecked,
+// (1, 3, R, R) from the file size). An input holding NaN or infinity is refused. Prints the output shape,
+// the top-K classes and timings; the last line "mnet-run: ok" means success.
+// Exit codes: 0 ok, 1 runtime error, 2 usage error, 3 the artifact failed its check.
 
 #include <dlfcn.h>
 #include <tvm/ffi/container/array.h>
@@ -16,6 +22,8 @@
 #include <tvm/ffi/container/tensor.h>
 #include <tvm/ffi/extra/module.h>
 #include <tvm/ffi/function.h>
+
+#include "trust.h"
 
 #include <algorithm>
 #include <chrono>
@@ -50,6 +58,8 @@ struct Options {
   int repeat = 1;
   int warmup = 0;
   int topk = 5;
+  bool verify = true;
+  std::string public_key;
 };
 
 struct UsageError : std::runtime_error {
@@ -59,7 +69,8 @@ struct UsageError : std::runtime_error {
 const char* kUsage =
     "usage: mnet-run MODEL.so [--input x.npy|x.bin] [--shape 1,3,224,224] [--output logits.bin|.npy]\n"
     "                [--device cpu|cuda] [--device-id N] [--alloc pooled|naive] [--repeat N] [--warmup N]\n"
-    "                [--topk K]\n";
+    "                [--topk K] [--public-key KEY.pub | --no-verify]\n"
+    "exit codes: 0 ok, 1 runtime error, 2 usage error, 3 the artifact failed its check (checksum, signature, arch)\n";
 
 std::vector<int64_t> ParseShape(const std::string& text) {
   std::vector<int64_t> dims;
@@ -119,6 +130,10 @@ Options ParseArgs(int argc, char** argv) {
       o.warmup = ParseInt(a, value(), 0);
     } else if (a == "--topk") {
       o.topk = ParseInt(a, value(), 0);
+    } else if (a == "--public-key") {
+      o.public_key = value();
+    } else if (a == "--no-verify") {
+      o.verify = false;
     } else if (!a.empty() && a[0] == '-') {
       throw UsageError("unknown option " + a);
     } else if (o.model.empty()) {
@@ -128,6 +143,7 @@ Options ParseArgs(int argc, char** argv) {
     }
   }
   if (o.model.empty()) throw UsageError("no model .so given");
+  if (!o.verify && !o.public_key.empty()) throw UsageError("--public-key verifies the artifact; it cannot go with --no-verify");
   // dlopen searches the library path for a bare name: make a relative path explicit.
   if (o.model.find('/') == std::string::npos) o.model = "./" + o.model;
   return o;
@@ -253,6 +269,19 @@ int Run(const Options& o) {
       throw std::runtime_error(std::string("cannot load libtvm_runtime_cuda.so: ") + dlerror());
   }
 
+  Options opt = o;
+  mnet_trust::Verified verified;
+  if (o.verify) {  // before dlopen: a library runs code as soon as it is opened
+    verified = mnet_trust::VerifyArtifact(o.model, o.public_key);
+    if (verified.input_dtype != "float32")
+      throw std::runtime_error("the manifest's input dtype is " + verified.input_dtype + "; mnet-run feeds float32 only");
+    if (!opt.shape.empty() && opt.shape != verified.input_shape)
+      throw UsageError("--shape " + ShapeText(opt.shape) + " is not the manifest's input shape " + ShapeText(verified.input_shape));
+    opt.shape = verified.input_shape;
+    std::printf("verified: %s sha256 %s%s\n", o.model.c_str(), verified.sha256.c_str(),
+                verified.key_fingerprint.empty() ? "" : (", signed by key " + verified.key_fingerprint).c_str());
+  }
+
   auto t0 = std::chrono::steady_clock::now();
   ffi::Module lib = ffi::Module::LoadFromFile(o.model);
   ffi::Optional<ffi::Function> loader = lib->GetFunction("vm_load_executable", true);
@@ -268,14 +297,20 @@ int Run(const Options& o) {
   if (!main_fn) throw std::runtime_error(o.model + " has no function main");
   auto t1 = std::chrono::steady_clock::now();
 
-  std::vector<int64_t> in_shape = o.shape;
+  std::vector<int64_t> in_shape = opt.shape;
   std::vector<float> input;
   if (!o.input.empty()) {
-    input = ReadInput(o, &in_shape);
+    input = ReadInput(opt, &in_shape);
+    if (o.verify && in_shape != verified.input_shape)
+      throw std::runtime_error("input " + o.input + " has shape " + ShapeText(in_shape) + ", the manifest's is " +
+                               ShapeText(verified.input_shape));
   } else {
     if (in_shape.empty()) throw UsageError("give --input or --shape");
     input.assign(std::accumulate(in_shape.begin(), in_shape.end(), int64_t{1}, std::multiplies<int64_t>()), 0.0f);
   }
+  // NaN or infinity in: the compiled ReLUs would turn it into plausible logits; refuse, as runtime.py does
+  size_t bad = static_cast<size_t>(std::count_if(input.begin(), input.end(), [](float v) { return !std::isfinite(v); }));
+  if (bad) throw std::runtime_error("input holds " + std::to_string(bad) + " NaN or infinite value" + (bad > 1 ? "s" : "") + "; refusing to run on it");
 
   // Device-generic tensors through the runtime's registered functions (CPU or GPU memory alike).
   ffi::Function alloc = ffi::Function::GetGlobalRequired("runtime.TVMTensorAllocWithScope");
@@ -338,6 +373,9 @@ int main(int argc, char** argv) {
   } catch (const UsageError& e) {
     std::fprintf(stderr, "mnet-run: %s\n%s", e.what(), kUsage);
     return 2;
+  } catch (const mnet_trust::VerifyError& e) {
+    std::fprintf(stderr, "mnet-run: error: %s\n", e.what());
+    return 3;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mnet-run: error: %s\n", e.what());
     return 1;
