@@ -5,8 +5,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +38,7 @@ class CompileRequest:
     model: str = "mobilenet_v1"  # a built-in architecture (architectures.MODELS)
     source: str | None = None  # --from: a trained model file (.onnx, .tflite, .pt2) instead of a built-in model
     source_shape: str | tuple | None = None  # --input-shape: fixes the file's dynamic input dims
+    sign: str | None = None  # --sign: an Ed25519 private key file; writes manifest.sig (signing.py)
 
     def __post_init__(self):
         from .architectures import check_model
@@ -130,34 +129,32 @@ def records_database(request: CompileRequest, preset):
     return None, None
 
 
-def write_artifact(out: Path, executable, manifest: dict, fcompile, force: bool) -> None:
-    """Export into a temporary folder beside `out`, then rename it into place (the old one kept until then)."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
+def write_artifact(out: Path, executable, manifest: dict, fcompile, force: bool, finish=None, log=None) -> None:
+    """Export into a locked temporary folder beside `out`, then rename it into place (the old one kept until then).
+
+    `finish(tmp)` adds to the finished folder before it goes into place (signature, bundle) and returns the
+    names of files in it to move beside `out` (the bundle). Any failure leaves nothing new behind; folders
+    left by killed builds are removed first (staging.py)."""
+    from . import staging
+
     try:
-        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the artifact gets the user's usual mode
-        lib = tmp / LIBRARY
-        try:
-            executable.export_library(str(lib), fcompile=fcompile) if fcompile else executable.export_library(str(lib))
-        except Exception as exc:
-            raise MnetError(f"linking {LIBRARY} failed: {' '.join(str(exc).split())[:300]}") from None
-        manifest["files"] = {LIBRARY: {"sha256": sha256(lib), "bytes": lib.stat().st_size}}
-        with open(tmp / MANIFEST, "w") as f:
-            json.dump(manifest, f, indent=2)
-            f.write("\n")
-        old = None
-        if out.exists():
-            if not force:
-                raise MnetError(f"output folder {out} already exists; pass --force to replace it")
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-        tmp.rename(out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        with staging.staging_folder(out, log) as tmp:
+            umask = os.umask(0)
+            os.umask(umask)
+            tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the artifact gets the user's usual mode
+            lib = tmp / LIBRARY
+            try:
+                executable.export_library(str(lib), fcompile=fcompile) if fcompile else executable.export_library(str(lib))
+            except Exception as exc:
+                raise MnetError(f"linking {LIBRARY} failed: {' '.join(str(exc).split())[:300]}") from None
+            manifest["files"] = {LIBRARY: {"sha256": sha256(lib), "bytes": lib.stat().st_size}}
+            with open(tmp / MANIFEST, "w") as f:
+                json.dump(manifest, f, indent=2)
+                f.write("\n")
+            beside = tuple(finish(tmp) or ()) if finish else ()
+            staging.commit(tmp, out, force, beside)
+    except OSError as exc:  # a full disk, a lost mount: one line, and the staging folder is gone
+        raise MnetError(f"cannot write the artifact {out}: {exc.strerror or exc}") from None
 
 
 def make_manifest(request: CompileRequest, preset, target, input_name: str, info=None) -> dict:
@@ -247,6 +244,11 @@ def compile_model(request: CompileRequest, log=print) -> Path:
     preset = load_preset(request.target)
     out = output_dir(request)
     fcompile = preset.compiler(request.cc, request.sysroot)  # a missing compiler fails before the slow part
+    signing_key = None
+    if request.sign:  # a bad key fails before the slow part too
+        from .signing import load_private_key
+
+        signing_key = load_private_key(request.sign)
     target = preset.tvm_target()
     model = check_source(request)
     step = progress_log(log)
@@ -258,10 +260,21 @@ def compile_model(request: CompileRequest, log=print) -> Path:
     manifest = make_manifest(request, preset, target, input_name, info)
     manifest["schedules"] = {"records": str(records) if records else None, **stats}
     step(f"exporting to {out}")
-    write_artifact(out, executable, manifest, fcompile, request.force)
-    if request.bundle:
-        from .bundle import write_bundle
 
-        step(f"device bundle {write_bundle(out, preset)}")
+    def finish(tmp: Path):
+        if signing_key is not None:
+            from .signing import fingerprint, public_bytes, sign_folder
+
+            sign_folder(tmp, signing_key)
+            step(f"signed the manifest with key {fingerprint(public_bytes(signing_key))}")
+        if request.bundle:
+            from .bundle import write_bundle
+
+            return [write_bundle(tmp, preset, name=out.name, dest_dir=tmp, shown=out.with_name(out.name + ".tar.gz")).name]
+        return []
+
+    write_artifact(out, executable, manifest, fcompile, request.force, finish=finish, log=step)
+    if request.bundle:
+        step(f"device bundle {out.with_name(out.name + '.tar.gz')}")
     step("done")
     return out

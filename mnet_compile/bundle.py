@@ -3,44 +3,51 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 import tarfile
 import tempfile
 from pathlib import Path
 
 from . import runtime
+from .errors import MnetError
 from .resources import data_dir
 
-APP_FILES = ("main.cc", "Makefile", "CMakeLists.txt")
+APP_FILES = ("main.cc", "trust.h", "Makefile", "CMakeLists.txt")
 
 
-def write_bundle(artifact: Path, preset) -> Path:
-    """Write `<artifact>.tar.gz` beside the artifact folder (atomically) and return its path."""
+def write_bundle(artifact: Path, preset, name: str | None = None, dest_dir: Path | None = None, shown=None) -> Path:
+    """Write `<name>.tar.gz` (name: the artifact folder's) into dest_dir (default: beside the artifact folder),
+    atomically, and return its path. Its top folder is `<name>/`. An OSError (a full disk) is one line, naming
+    the bundle as `shown` (where it will end up) if given."""
     artifact = Path(artifact)
-    manifest = json.loads((artifact / runtime.MANIFEST).read_text())
-    top = artifact.name
+    manifest = runtime.read_manifest(str(artifact))  # never bundle a folder whose files do not match
+    top = name or artifact.name
     readme = (data_dir("device") / "README.bundle.md").read_text()
     for key, value in {"name": top, "preset": preset.name, "arch": preset.arch, "runtime": preset.runtime}.items():
         readme = readme.replace("{" + key + "}", value)
-    dest = artifact.with_name(f"{top}.tar.gz")
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-    os.close(fd)
+    dest = Path(dest_dir or artifact.parent) / f"{top}.tar.gz"
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+        os.close(fd)
         with tarfile.open(tmp, "w:gz") as tar:
-            for name in manifest["files"]:
-                tar.add(artifact / name, f"{top}/{name}")
+            for member in manifest["files"]:
+                tar.add(artifact / member, f"{top}/{member}")
             tar.add(artifact / runtime.MANIFEST, f"{top}/{runtime.MANIFEST}")
+            if (artifact / runtime.SIGNATURE).is_file():
+                tar.add(artifact / runtime.SIGNATURE, f"{top}/{runtime.SIGNATURE}")
             tar.add(runtime.__file__, f"{top}/runtime.py")
-            for name in APP_FILES:
-                tar.add(data_dir("device") / "app" / name, f"{top}/app/{name}")
+            for member in APP_FILES:
+                tar.add(data_dir("device") / "app" / member, f"{top}/app/{member}")
             data = readme.encode()
             info = tarfile.TarInfo(f"{top}/README.md")
             info.size, info.mode = len(data), 0o644
             tar.addfile(info, io.BytesIO(data))
         os.chmod(tmp, 0o644)
         os.replace(tmp, dest)
+    except OSError as exc:
+        raise MnetError(f"cannot write the device bundle {shown or dest}: {exc.strerror or exc}") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.unlink(tmp)
     return dest
