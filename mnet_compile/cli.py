@@ -36,6 +36,7 @@ def _log(message: str) -> None:
 @click.option("--bundle", is_flag=True, help="Also write <output>.tar.gz: artifact, loader, C++ runner source, README.")
 @click.option("--cc", help="Your (cross) C++ compiler for linking the .so [default: the preset's].")
 @click.option("--sysroot", type=click.Path(), help="Sysroot of the device for --cc.")
+@click.option("--sign", type=click.Path(), help="Ed25519 private key (`mnet-compile keygen`): sign the manifest (manifest.sig).")
 @click.pass_context
 def cli(ctx, **options):
     """Compile MobileNet (v1, v2, v3) or a trained model file into a native shared library plus manifest.
@@ -86,7 +87,8 @@ def targets():
 @click.option("--input", "input_path", type=click.Path(), help="A .npy input of the manifest's shape and dtype.")
 @click.option("--labels", type=click.Path(), help="Class names, one per line (as many as the model's classes).")
 @click.option("--repeat", default=50, show_default=True, type=click.IntRange(min=1), help="Timed runs for the latency.")
-def run(artifact, image, input_path, labels, repeat):
+@click.option("--public-key", type=click.Path(), help="Refuse the artifact unless its manifest is signed by this Ed25519 key.")
+def run(artifact, image, input_path, labels, repeat, public_key):
     """Load an artifact with the device runtime loader, print the top-5 and the latency.
 
     IMAGE (JPEG, PNG, ...) is decoded, resized, center-cropped and normalized as the manifest says.
@@ -95,7 +97,7 @@ def run(artifact, image, input_path, labels, repeat):
 
     from .runtime import load, preprocess
 
-    model = load(artifact)
+    model = load(artifact, public_key=public_key)
     names = None
     if labels:
         from .images import read_labels
@@ -187,6 +189,35 @@ def bench(configs, peers, rounds, runs, threads, no_tuned, json_path):
                 json.dump({"threads": threads, "fma_peak_gflops": peak, "rows": rows}, f, indent=2)
         except OSError as exc:
             raise MnetError(f"cannot write {json_path}: {exc.strerror}") from None
+
+
+@cli.command()
+@click.argument("path", type=click.Path())
+@click.option("--force", is_flag=True, help="Replace existing key files.")
+def keygen(path, force):
+    """Make an Ed25519 key pair for signing artifacts: PATH (private, mode 600) and PATH.pub.
+
+    \b
+    mnet-compile keygen keys/builder
+    mnet-compile --alpha 0.25 --sign keys/builder          sign at build time
+    mnet-compile run DIR --public-key keys/builder.pub     refuse unless signed by that key
+    """
+    from .signing import describe_public_key, generate_key
+
+    private, public = generate_key(path, force=force)
+    _log(f"private key {private} (keep it secret), public key {public} (copy it to the devices), "
+         f"fingerprint {describe_public_key(public)}")
+    click.echo(str(public))
+
+
+@cli.command()
+@click.argument("artifact", type=click.Path())
+@click.option("--key", "key", required=True, type=click.Path(), help="Ed25519 private key (`mnet-compile keygen`).")
+def sign(artifact, key):
+    """Sign an existing artifact folder (its files are checked against the manifest first)."""
+    from .signing import sign_artifact
+
+    click.echo(str(sign_artifact(artifact, key)))
 
 
 def main(argv=None) -> int:
