@@ -152,8 +152,18 @@ def tune(target, alpha, resolution, model, trials, work_dir, rpc, key):
         bar.label = f"tuning (kernel time estimate {estimate_ms:.3f} ms)" if estimate_ms else "tuning"
         bar.update(min(done, total) - bar.pos)
 
+    import shlex
+
+    from . import interrupt
+
+    args = ["--target", target, "--alpha", alpha, "--resolution", resolution, "--model", model, "--trials", str(trials),
+            "--work-dir", os.path.abspath(work_dir)] + (["--rpc", rpc] if rpc else []) + (["--key", key] if key else [])
+    kept = f"the records measured so far are kept in {os.path.abspath(work_dir)}; resume with: mnet-compile tune {shlex.join(args)}"
     try:
-        tune_model(request, trials, work_dir, progress=progress, log=_log, rpc=rpc, key=key)
+        with interrupt.deferred(kept, _log):  # Ctrl-C stops at a safe point, never inside TVM's C++
+            tune_model(request, trials, work_dir, progress=progress, log=_log, rpc=rpc, key=key)
+    except KeyboardInterrupt:
+        raise Interrupted(kept) from None
     finally:
         if bar.pos:
             bar.render_finish()
@@ -220,12 +230,19 @@ def sign(artifact, key):
     click.echo(str(sign_artifact(artifact, key)))
 
 
+class Interrupted(MnetError):
+    """Ctrl-C: the message says what was kept and how to resume (exit code 130)."""
+
+
 def main(argv=None) -> int:
     """Entry point: one-line errors and non-zero exits instead of tracebacks."""
     try:
         cli.main(args=argv, prog_name="mnet-compile", standalone_mode=False)
     except click.exceptions.Abort:
         _log("error: aborted")
+        return 130
+    except Interrupted as exc:
+        _log(f"interrupted: {exc}")
         return 130
     except click.ClickException as exc:  # bad usage: one line too, `--help` shows the usage
         _log(f"error: {exc.format_message()}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -55,6 +56,33 @@ class ModelInput:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return " ".join(text.splitlines()[0].split())[:300]
+
+
+def _import_error(path, fmt: str, exc: BaseException) -> str:
+    """One line for a frontend that failed on a file it had accepted (often a damaged file)."""
+    return f"{path}: cannot import this {fmt} file, damaged or using what the Relax frontend lacks ({type(exc).__name__}: {_first_line(exc)})"
+
+
+def _silence_stderr() -> tuple[int, int]:
+    """Point fd 2 at /dev/null (native code writes there); _release_frontend puts it back."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    return saved, devnull
+
+
+def _release_frontend(message: str, silenced: tuple[int, int]) -> MnetError:
+    """Free a failed frontend's objects with stderr silenced, then report: TVM's BlockBuilder warns on stderr
+    ("destroyed with remaining blocks") when it is freed, which would otherwise break the one-line error."""
+    import gc
+
+    try:
+        gc.collect()
+    finally:
+        os.dup2(silenced[0], 2)
+        os.close(silenced[0])
+        os.close(silenced[1])
+    return MnetError(message)
 
 
 def parse_shape(text) -> tuple[int, ...] | None:
@@ -270,12 +298,15 @@ def from_onnx(path, input_shape=None) -> tuple[tvm.IRModule, ModelInput]:
             onnx.load_external_data_for_model(model, os.path.dirname(os.path.abspath(path)))
         except Exception as exc:
             raise MnetError(f"{path}: cannot read its external weights: {_first_line(exc)}") from None
+    failure = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             mod = relax_from_onnx(model, shape_dict={value.name: shape}, dtype_dict={value.name: dtype})
         except Exception as exc:
-            raise MnetError(f"{path}: cannot import: {_first_line(exc)}") from None
+            failure, silenced = _import_error(path, "ONNX", exc), _silence_stderr()
+    if failure:  # raised outside the except block, once the frontend's objects are freed
+        raise _release_frontend(failure, silenced)
     info = ModelInput(value.name, shape, dtype, guess_layout(shape, "onnx"), "onnx")
     info.output_shape = _output_shape(mod, path)
     return mod, info
@@ -364,15 +395,18 @@ def from_tflite(path, input_shape=None) -> tuple[tvm.IRModule, ModelInput]:
     converter.path = str(path)
     from tvm.relax.frontend.tflite import from_tflite as relax_from_tflite
 
+    failure = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             mod = relax_from_tflite(model, shape_dict={names[0]: tuple(shape)}, dtype_dict={names[0]: dtypes[0]},
                                     op_converter=converter)
-        except MnetError:
-            raise
+        except MnetError as exc:
+            failure, silenced = str(exc), _silence_stderr()
         except Exception as exc:
-            raise MnetError(f"{path}: cannot import: {_first_line(exc)}") from None
+            failure, silenced = _import_error(path, "TFLite", exc), _silence_stderr()
+    if failure:
+        raise _release_frontend(failure, silenced)
     if mod["main"].attrs is not None and "params" in mod["main"].attrs:  # copies of the weights, bound already
         mod["main"] = mod["main"].without_attr("params")
     info = ModelInput(names[0], shape, dtypes[0], "NHWC", "tflite", preprocessing=dict(INCEPTION))

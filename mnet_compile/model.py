@@ -96,6 +96,21 @@ def randomize(model: nn.Module, seed: int) -> nn.Module:
     return model
 
 
+def _load_error(exc: Exception) -> str:
+    """torch.load's error as one line, without its advice to retry with weights_only=False (which runs code)."""
+    import re
+
+    text = str(exc)
+    if "Weights only load failed" in text:
+        found = re.search(r"GLOBAL (\S+)", text)
+        what = f" ({found.group(1)})" if found else ""
+        return (f"it holds Python objects besides tensors{what}; mnet-compile reads only tensors and never runs "
+                f"code from a weights file: save the model's state_dict() instead")
+    if isinstance(exc, EOFError) or not text.strip():
+        return "empty or truncated file" if isinstance(exc, EOFError) else type(exc).__name__
+    return next(line.strip() for line in text.splitlines() if line.strip())[:300]
+
+
 def load_state_dict(model: nn.Module, path: str) -> nn.Module:
     """Load a PyTorch state_dict file, with one-line errors for unreadable or mismatched files."""
     if not os.path.isfile(path):
@@ -103,7 +118,7 @@ def load_state_dict(model: nn.Module, path: str) -> nn.Module:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged file
-        raise MnetError(f"cannot read weights file {path}: {str(exc).splitlines()[0]}") from None
+        raise MnetError(f"cannot read weights file {path}: {_load_error(exc)}") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

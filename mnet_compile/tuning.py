@@ -9,7 +9,6 @@ there count toward it, so rerunning after an interruption continues instead of s
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -27,7 +26,8 @@ from tvm.s_tir.meta_schedule.runner.utils import alloc_argument_common, run_eval
 from tvm.ir.utils import derived_object
 from tvm.target import Target
 
-from . import rules
+from . import interrupt, rules
+from .interrupt import INTERRUPTED
 from .schedule import kernel_mod, kernels
 
 Progress = Callable[[int, int, "float | None"], None]
@@ -52,6 +52,9 @@ class InProcessBuilder(PyBuilder):
 
         results = []
         for inp in build_inputs:
+            if interrupt.requested():  # Ctrl-C: the rest of the batch is skipped, not failed
+                results.append(BuilderResult(None, INTERRUPTED))
+                continue
             try:
                 mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(inp.mod)
                 rt_mod = tvm.compile(mod, target=inp.target)
@@ -75,6 +78,9 @@ class InProcessRunner(PyRunner):
     def run(self, runner_inputs):
         futures = []
         for inp in runner_inputs:
+            if interrupt.requested():
+                futures.append(LocalRunnerFuture(error_message=INTERRUPTED))
+                continue
             try:
                 rt_mod = tvm.runtime.load_module(inp.artifact_path)
                 dev = tvm.runtime.device(inp.device_type, 0)
@@ -108,6 +114,27 @@ class ProgressCallback(PyMeasureCallback):
 
 
 @derived_object
+class SkipInterrupted(PyMeasureCallback):
+    """Hands `callbacks` only the candidates measured before a Ctrl-C: a skipped candidate is no failure
+    (MetaSchedule's AddToDatabase would record it as a 1e10 s trial, and a resumed run would count it)."""
+
+    def __init__(self, callbacks: list) -> None:
+        super().__init__()
+        self.callbacks = callbacks
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+        keep = [i for i, (b, r) in enumerate(zip(builder_results, runner_results)) if INTERRUPTED not in (b.error_msg, r.error_msg)]
+        if not keep:
+            return
+        if len(keep) < len(runner_results):
+            measure_candidates = [measure_candidates[i] for i in keep]
+            builder_results = [builder_results[i] for i in keep]
+            runner_results = [runner_results[i] for i in keep]
+        for callback in self.callbacks:
+            callback.apply(task_scheduler, task_id, measure_candidates, builder_results, runner_results)
+
+
+@derived_object
 class DurableScheduler(PyTaskScheduler):
     """Joins every finished batch before picking the next task, so each batch's records reach the
     database at once (the stock gradient scheduler holds a whole first round, then the latest batch of
@@ -124,7 +151,7 @@ class DurableScheduler(PyTaskScheduler):
         for i in alive:
             outer.touch_task(i)
         alive = [i for i in alive if not outer.tasks_[i].is_terminated]
-        if not alive:
+        if not alive or interrupt.requested():
             return -1
         fresh = [i for i in alive if self.rounds[i] == 0]
         if fresh:
@@ -178,30 +205,21 @@ def extract(fused_mods: Sequence[tvm.IRModule], target: Target) -> list[tuple[st
     return [tuple(t) for t in tasks.values()]
 
 
-def repair_database(work_dir: str) -> None:
-    """Drop a last line cut short by an interrupted write, so the JSON database loads."""
-    for name in ("database_workload.json", "database_tuning_record.json"):
-        path = os.path.join(work_dir, name)
-        if not os.path.exists(path):
-            continue
-        with open(path, "rb") as f:
-            lines = f.read().splitlines(keepends=True)
-        good = []
-        for line in lines:
-            try:
-                json.loads(line)
-                good.append(line if line.endswith(b"\n") else line + b"\n")
-            except ValueError:
-                pass
-        if len(good) != len(lines) or (lines and not lines[-1].endswith(b"\n")):
-            with open(path, "wb") as f:
-                f.writelines(good)
+def open_database(work_dir: str, log=None) -> ms.database.JSONDatabase:
+    """The work folder's JSON database, after dropping (and reporting) damaged lines (workdir.py)."""
+    from .errors import MnetError
+    from .workdir import repair_database
 
-
-def open_database(work_dir: str) -> ms.database.JSONDatabase:
     os.makedirs(work_dir, exist_ok=True)
-    repair_database(work_dir)
-    return ms.database.JSONDatabase(work_dir=work_dir, module_equality="structural")
+    for message in repair_database(work_dir):
+        (log or print)(f"warning: {message}")
+    try:
+        return ms.database.JSONDatabase(work_dir=work_dir, module_equality="structural")
+    except Exception as exc:  # a line that is JSON of the right shape but no record TVM can read
+        raise MnetError(
+            f"cannot read the tuning records in {work_dir} ({' '.join(str(exc).split())[:150]}); "
+            f"move the folder aside to start afresh"
+        ) from None
 
 
 def count_records(db, kmods) -> tuple[int, list]:
@@ -229,13 +247,14 @@ def tune(
     num_trials_per_iter: int | None = None,
     builder=None,
     runner=None,
+    log=None,
 ) -> ms.database.JSONDatabase:
     """Tune every kernel of `fused_mod` (or of each module in a list) for `target`, `trials` in total.
 
     builder / runner: MetaSchedule's (default: InProcessBuilder, InProcessRunner; remote.py's for a device)."""
     mods = [fused_mod] if isinstance(fused_mod, tvm.IRModule) else list(fused_mod)
     tasks = extract(mods, target)
-    db = open_database(work_dir)
+    db = open_database(work_dir, log)
     done, best = count_records(db, [t[1] for t in tasks])
     weights = [float(t[2]) for t in tasks]
     remaining = trials - done
@@ -258,6 +277,7 @@ def tune(
     ]
     callbacks = list(ms.MeasureCallback.create("default"))
     callbacks.append(ProgressCallback(trials, done, best, weights, progress))
+    interrupt.check()
     ms.tune.tune_tasks(
         tasks=contexts,
         task_weights=weights,
@@ -268,9 +288,10 @@ def tune(
         runner=runner if runner is not None else InProcessRunner(),
         database=db,
         cost_model=ms.CostModel.create("xgb", num_tuning_cores=num_threads),
-        measure_callbacks=callbacks,
+        measure_callbacks=[SkipInterrupted(callbacks)],
         task_scheduler=DurableScheduler(best, weights),
     )
+    interrupt.check()
     return db
 
 
@@ -298,9 +319,10 @@ def tune_model(request, trials: int, work_dir: str, progress: Progress | None = 
     elif target.kind.name != "llvm" or preset.arch != platform.machine():
         raise MnetError(f"target {preset.name} does not run on this {platform.machine()} machine, so it cannot be tuned here")
     mod, _, _ = import_model(request, check_source(request), target, progress_log(log))
+    interrupt.check()
     log(f"tuning {trials} trials into {work_dir} (rerun to resume)")
     try:
-        return tune(fuse(mod), target, work_dir, trials, progress=progress, builder=builder, runner=runner)
+        return tune(fuse(mod), target, work_dir, trials, progress=progress, builder=builder, runner=runner, log=log)
     except Exception:
         if runner is not None and runner.failure is not None:  # the tracker or device failed: one line
             raise runner.failure from None
