@@ -60,7 +60,8 @@ def _first_line(exc: BaseException) -> str:
 
 def _import_error(path, fmt: str, exc: BaseException) -> str:
     """One line for a frontend that failed on a file it had accepted (often a damaged file)."""
-    return f"{path}: cannot import this {fmt} file, damaged or using what the Relax frontend lacks ({type(exc).__name__}: {_first_line(exc)})"
+    detail = f"{type(exc).__name__}: {_first_line(exc)}" if str(exc).strip() else type(exc).__name__
+    return f"{path}: cannot import this {fmt} file, damaged or using what the Relax frontend lacks ({detail})"
 
 
 def _silence_stderr() -> tuple[int, int]:
@@ -280,6 +281,11 @@ def from_onnx(path, input_shape=None) -> tuple[tvm.IRModule, ModelInput]:
             f"{path}: unsupported operator {op} (node '{n.name or f'#{i}'}'): the Relax ONNX frontend cannot import it{more}"
         )
     initializers = {t.name for t in graph.initializer}
+    known = initializers | {v.name for v in graph.input} | {o for n in graph.node for o in n.output} | {""}
+    dangling = [(n, i) for n in graph.node for i in n.input if i not in known]
+    if dangling:  # a damaged name (a flipped byte) or a cut graph: say so instead of the frontend's KeyError
+        n, name = dangling[0]
+        raise MnetError(f"{path}: damaged ONNX graph: node '{n.name or n.op_type}' reads {name!r}, which nothing produces")
     inputs = [v for v in graph.input if v.name not in initializers]
     _check_input_count(path, [v.name for v in inputs])
     value = inputs[0]

@@ -231,3 +231,26 @@ def test_ctrl_c_during_tuning_exits_130_with_records_and_resume_command(capsys, 
     assert code == 0 and out.strip() == str(work), err
     assert re.search(r"warning: .*database_tuning_record.json: dropped 1 damaged line .*cut short by an interruption", err)
     assert len(_records(work)) == len(kept)
+
+
+# ------------------------------------------------------------------------------------ model files
+
+
+def test_damaged_onnx_graph_is_named(capsys, tmp_path):
+    """A flipped byte in a tensor name gave `cannot import: '<name>'` (the frontend's KeyError) followed by
+    TVM's BlockBuilder warning; now one line that says what is damaged."""
+    import onnx
+
+    from mnet_compile.model import build_model
+    from mnet_compile.peer_models import write_onnx
+
+    path = tmp_path / "v1.onnx"
+    write_onnx(build_model(0.25, seed=1), (1, 3, 32, 32), path)
+    model = onnx.load(str(path))
+    node = model.graph.node[3]
+    node.input[0] = node.input[0] + "x"
+    onnx.save(model, str(path))
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, "--from", path, "--output", out)
+    assert code == 1 and one_line(err) and "damaged ONNX graph: node" in err and "which nothing produces" in err, err
+    assert "Warning" not in err and not out.exists()
