@@ -484,9 +484,11 @@ class CompiledModel:
         try:
             y = self._output(self._run(x))
         except Exception as exc:
+            # the VM's check names the parameter's annotation: R.Tensor((1, 3, 224, 224), dtype="float32")
+            found = re.search(r'R\.Tensor\(\(([\d, ]*)\),\s*dtype="(\w+)"\)', str(exc))
+            expects = f"it expects ({found.group(1)}) {found.group(2)}" if found else _first_line(exc)
             raise ArtifactError(
-                _one_line(f"{LIBRARY} of {self.path} does not accept the manifest's input {self.input_shape} "
-                          f"{self.input_dtype}: {_first_line(exc)}")
+                f"{LIBRARY} of {self.path} does not accept the manifest's input {self.input_shape} {self.input_dtype}: {expects}"
             ) from None
         if y.shape != self.output_shape or y.dtype != np.dtype(self.output_dtype):
             raise ArtifactError(
