@@ -111,9 +111,10 @@ def compile_executable(mod, target, database=None):
         return tvm.compile(mod, target, relax_pipeline=pipeline), stats
 
 
-def records_database(request: CompileRequest, preset):
-    """The tuned records to apply, and where they come from: --records DIR, the shipped family, or none."""
-    from .records import load_records, shipped_database
+def records_database(request: CompileRequest, target):
+    """The tuned records to apply, and where they come from: --records DIR, the shipped records of the
+    target's family (chosen from its features: x86-avx512, x86-avx2, arm-neon, ...), or none."""
+    from .records import family_for, load_records, shipped_database
 
     if not request.tuned:
         return None, None
@@ -125,8 +126,9 @@ def records_database(request: CompileRequest, preset):
         if database is None:
             raise MnetError(f"no tuning records in {request.records} (expected the files `mnet-compile tune` writes)")
         return database, request.records
-    if preset.schedules and (database := shipped_database(preset.schedules)) is not None:
-        return database, f"schedules/{preset.schedules}"
+    family = family_for(target)
+    if (database := shipped_database(family)) is not None:
+        return database, f"schedules/{family}"
     return None, None
 
 
@@ -230,8 +232,15 @@ def import_model(request: CompileRequest, model, target, step):
         step("importing with torch.export into Relax")
         mod = frontends.from_torch(model, request.input_shape)
         input_name = mod["main"].params[0].name
-    step("optimizing the graph (BatchNorm folding, constant folding, NHWC layout)")
-    return passes.optimize(mod), input_name, info
+    step("optimizing the graph (BatchNorm folding, constant folding, NHWC layout, channel padding)")
+    return passes.optimize(mod, cpu_lanes(target)), input_name, info
+
+
+def cpu_lanes(target) -> int | None:
+    """fp32 lanes of the target's vector registers (the channel padding), None on a GPU."""
+    from .rules import isa_for
+
+    return isa_for(target).lanes if target.kind.name == "llvm" else None
 
 
 def progress_log(log):
@@ -242,6 +251,7 @@ def progress_log(log):
 
 def compile_model(request: CompileRequest, log=print) -> Path:
     """The main job: build the artifact folder for `request` and return its path."""
+    from .records import family_for
     from .targets import load_preset
 
     preset = load_preset(request.target)
@@ -251,12 +261,18 @@ def compile_model(request: CompileRequest, log=print) -> Path:
     model = check_source(request)
     step = progress_log(log)
     mod, input_name, info = import_model(request, model, target, step)
-    database, records = records_database(request, preset)
-    step(f"compiling kernels ({f'tuned records from {records}' if records else 'no tuned records'})")
+    database, records = records_database(request, target)
+    family = family_for(target)
+    if records:
+        step(f"compiling kernels (tuned records from {records}; schedule family {family})")
+    elif request.tuned:
+        step(f"compiling kernels (no tuned records for {family}: default schedules)")
+    else:
+        step("compiling kernels (--no-tuned: default schedules)")
     executable, stats = compile_executable(mod, target, database)
-    step(f"tuned records applied to {stats['tuned']} of {stats['kernels']} kernels")
+    step(f"tuned records applied to {stats['tuned']} of {stats['kernels']} kernels; the others have default schedules")
     manifest = make_manifest(request, preset, target, input_name, info)
-    manifest["schedules"] = {"records": str(records) if records else None, **stats}
+    manifest["schedules"] = {"family": family, "records": str(records) if records else None, **stats}
     step(f"exporting to {out}")
     write_artifact(out, executable, manifest, fcompile, request.force)
     if request.bundle:

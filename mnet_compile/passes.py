@@ -8,6 +8,8 @@ from tvm import relax
 from tvm.ir.expr import GenericConst, Var
 from tvm.ir.prim.expr import FloatImm
 
+from .padding import pad_channels
+
 # Convolutions run in NHWC with HWIO weights: a 1x1 conv is then a plain (H*W, Cin) x (Cin, Cout) matmul,
 # and the depthwise conv reads contiguous channel vectors. Weights are transformed once, here, by FoldConstant.
 CONV_LAYOUT = {"relax.nn.conv2d": ["NHWC", "HWIO"]}
@@ -67,9 +69,10 @@ def fold_weights_with_numpy(mod, _ctx):
     return relax.transform.DeadCodeElimination()(mod)
 
 
-def optimize(mod: tvm.IRModule) -> tvm.IRModule:
-    """Graph-level rewrites on the imported module: fold BN into the convs, fold constants, go NHWC."""
-    return tvm.transform.Sequential(
+def optimize(mod: tvm.IRModule, lanes: int | None = None) -> tvm.IRModule:
+    """Graph-level rewrites on the imported module: fold BN into the convs, fold constants, go NHWC,
+    and (for a CPU with `lanes`-wide vectors) pad channel counts to the vector width."""
+    mod = tvm.transform.Sequential(
         [
             relax.transform.FoldBatchnormToConv2D(),
             relax.transform.DecomposeOpsForInference(),  # any BatchNorm left (not after a conv) -> mul/add
@@ -80,6 +83,7 @@ def optimize(mod: tvm.IRModule) -> tvm.IRModule:
             relax.transform.FoldConstant(),
         ]
     )(mod)
+    return pad_channels(mod, lanes) if lanes else mod
 
 
 def fuse(mod: tvm.IRModule) -> tvm.IRModule:
@@ -96,9 +100,14 @@ def fuse(mod: tvm.IRModule) -> tvm.IRModule:
 
 
 def finalize(mod: tvm.IRModule) -> tvm.IRModule:
-    """Dataflow lowering and memory planning after the kernels are scheduled."""
+    """After the kernels are scheduled: weight packing done once (the layout rewrites the schedules asked
+    for are split out of the kernels and folded into the constants), then dataflow lowering and memory
+    planning."""
     return tvm.transform.Sequential(
         [
+            relax.transform.SplitLayoutRewritePreproc(),
+            relax.transform.FoldConstant(),
+            relax.transform.DeadCodeElimination(),
             relax.transform.RewriteDataflowReshape(),
             relax.transform.ToNonDataflow(),
             relax.transform.RemovePurityChecking(),

@@ -16,18 +16,15 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.target import Target
 
 from .resources import data_dir
-from .rules import vector_lanes
+from .rules import isa_for
 
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
 
 
 def family_for(target: Target) -> str:
-    """Record family of a CPU target: x86-avx512, x86-avx2, arm-neon, or generic."""
-    lanes = vector_lanes(target)
-    if "arm_cpu" in target.keys or lanes == 4 and "aarch64" in str(target.attrs.get("mtriple", "")):
-        return "arm-neon"
-    return {16: "x86-avx512", 8: "x86-avx2"}.get(lanes, "generic")
+    """Record family of a target, from its features: x86-avx512, x86-avx2, arm-neon, generic, or cuda."""
+    return "cuda" if target.kind.name == "cuda" else isa_for(target).name
 
 
 def _load(directory: str) -> ms.database.JSONDatabase:

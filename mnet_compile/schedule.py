@@ -66,8 +66,11 @@ def design_space(target: Target):
 
 
 def default_schedule(kmod: tvm.IRModule, target: Target) -> tirx.PrimFunc:
-    """A deterministic sample of the MetaSchedule design space (custom rules included), postprocessed:
-    parallel outer loop, vectorized inner loop, tiled; never the bare loop nest."""
+    """The conv rules' blocking derived from shape and ISA (`rules.default_schedule`); for any other
+    kernel a deterministic sample of the MetaSchedule design space, postprocessed: parallel outer loop,
+    vectorized inner loop, tiled; never the bare loop nest."""
+    if target.kind.name == "llvm" and (derived := rules.default_schedule(kmod, target)) is not None:
+        return derived
     for attempt in range(DEFAULT_TRIES):
         ctx = ms.TuneContext(
             mod=kmod,

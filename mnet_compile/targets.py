@@ -21,7 +21,6 @@ class Preset:
     arch: str  # platform.machine() of the device that can load the .so
     cc: str | None = None  # cross compiler; None = the host's compiler
     cc_install: str | None = None  # the command that installs `cc`
-    schedules: str | None = None  # shipped-record family under schedules/
     runtime: str = ""  # how the device gets the TVM runtime
     qemu_cpu: str | None = None  # CPU model for qemu-user checks of the .so
     detect_host: bool = False  # fill mcpu and num-cores from this machine

@@ -9,7 +9,8 @@ from .fastimport import cpu_tensor_intrinsics_only
 
 cpu_tensor_intrinsics_only()
 
-from .annotate import annotate, vector_lanes  # noqa: E402
-from . import conv as _conv  # noqa: F401,E402  (registers the rules)
+from .annotate import annotate  # noqa: E402
+from .default import default_schedule  # noqa: E402  (importing conv registers the rules)
+from .isa import isa_for  # noqa: E402
 
-__all__ = ["annotate", "vector_lanes"]
+__all__ = ["annotate", "default_schedule", "isa_for"]

@@ -1,27 +1,20 @@
-"""Mark the fused kernels that the custom conv rules handle (block annotation "schedule_rule")."""
+"""Mark the fused kernels that the custom conv rules handle (block annotation "schedule_rule").
+
+A 1x1 kernel's weight is also marked layout-free, so MetaSchedule's RewriteLayout postproc packs it into
+the panels the schedule reads, and `passes.fold_weight_layouts` does that once, at compile time.
+"""
 
 from __future__ import annotations
 
 import tvm
 from tvm import s_tir, tirx
-from tvm.target import Target, codegen
+from tvm.target import Target
+
+from .isa import Isa, isa_for
 
 RULE_KEY = "schedule_rule"
 SKIP = "None"  # ApplyCustomRule leaves such a block alone and the default rules skip it too
-
-
-def vector_lanes(target: Target) -> int:
-    """fp32 lanes per SIMD register: 16 with AVX-512, 8 with AVX2, 4 for NEON and anything else."""
-    if "arm_cpu" in target.keys or "aarch64" in str(target.attrs.get("mtriple", "")):
-        return 4
-    try:
-        if codegen.llvm_cpu_has_features("avx512f", target):
-            return 16
-        if codegen.llvm_cpu_has_features("avx2", target):
-            return 8
-    except Exception:  # a target LLVM cannot describe
-        pass
-    return 4
+LAYOUT_FREE = "layout_free_buffers"
 
 
 def _shape(buf) -> tuple[int, ...]:
@@ -62,11 +55,12 @@ def _epilogue_ok(sch: s_tir.Schedule, block) -> bool:
             return False
 
 
-def rule_name(kind: str, lanes: int) -> str:
-    return f"mnet.{kind}.v{lanes}"
+def _param_index(func: tirx.PrimFunc, buffer) -> int | None:
+    names = [p.name for p in func.params]
+    return names.index(buffer.name) if names.count(buffer.name) == 1 else None
 
 
-def _annotate_func(func: tirx.PrimFunc, lanes: int) -> tirx.PrimFunc:
+def _annotate_func(func: tirx.PrimFunc, isa: Isa) -> tirx.PrimFunc:
     sch = s_tir.Schedule(tvm.IRModule({"main": func}))
     root = sch.get_sblock("root")
     blocks = sch.get_child_blocks(root)
@@ -77,20 +71,24 @@ def _annotate_func(func: tirx.PrimFunc, lanes: int) -> tirx.PrimFunc:
     conv, kind = convs[0]
     for b in blocks:
         is_conv = sch.get(b).same_as(sch.get(conv))
-        sch.annotate(b, RULE_KEY, rule_name(kind, lanes) if is_conv else SKIP)
+        sch.annotate(b, RULE_KEY, isa.rule(kind) if is_conv else SKIP)
     sch.annotate(root, RULE_KEY, SKIP)  # no default ParallelVectorizeUnroll on top of the rule's own
-    return sch.mod["main"]
+    out = sch.mod["main"]
+    weight = _param_index(func, sch.get(conv).reads[1].source)
+    if kind == "conv1x1" and weight is not None:
+        out = out.with_attr(LAYOUT_FREE, [weight])
+    return out
 
 
 def annotate(mod: tvm.IRModule, target: Target) -> tvm.IRModule:
     """Return `mod` with the custom-rule annotations on every matching kernel (idempotent; CPU rules only)."""
     if target.kind.name != "llvm":
         return mod
-    lanes = vector_lanes(target)
+    isa = isa_for(target)
     updates = {}
     for gv, func in mod.functions.items():
         if isinstance(func, tirx.PrimFunc) and not func.attrs.get("tirx.is_scheduled", False):
-            new = _annotate_func(func, lanes)
+            new = _annotate_func(func, isa)
             if not new.same_as(func):
                 updates[gv] = new
     if not updates:
