@@ -89,8 +89,9 @@ def output_dir(request: CompileRequest) -> Path:
 def compile_executable(mod, target, database=None):
     """Fuse, schedule and lower the optimized Relax module.
 
-    Returns the VM executable and {"tuned": kernels scheduled from a record, "kernels": all kernels}.
-    Each kernel gets a tuned record from `database`, else a default schedule (schedule.py, cuda.py).
+    Returns the VM executable and {"tuned": kernels scheduled from a record, "kernels": all kernels,
+    "per_kernel": {name: {"flops", "schedule"}}}. Each kernel gets a tuned record from
+    `database`, else a default schedule (schedule.py, cuda.py).
     """
     import tvm
 
@@ -104,7 +105,8 @@ def compile_executable(mod, target, database=None):
     def pipeline(mod, _ctx):
         mod = passes.fuse(mod)
         schedule = cuda.schedule_gpu if gpu else schedule_kernels
-        mod, stats["tuned"], stats["kernels"] = schedule(mod, target, database)
+        stats["per_kernel"] = {}
+        mod, stats["tuned"], stats["kernels"] = schedule(mod, target, database, stats["per_kernel"])
         return passes.finalize(mod)
 
     with cuda.compile_scope(target) if gpu else target:

@@ -10,7 +10,7 @@ import click
 
 from .errors import MnetError
 from .model import RESOLUTION_RULE
-from .bench import PEERS
+from .bench import BENCH_DIR, PEERS
 from .runtime import ArtifactError
 
 
@@ -165,8 +165,9 @@ def tune(target, alpha, resolution, model, trials, work_dir, rpc, key):
 @click.option("--runs", default=50, show_default=True, type=click.IntRange(min=1), help="Timed inferences per process.")
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1), help="Threads for every runtime.")
 @click.option("--no-tuned", is_flag=True, help="Benchmark our build without the shipped tuned records.")
+@click.option("--profile", "with_profile", is_flag=True, help="Also print each config's per-kernel profile.")
 @click.option("--json", "json_path", type=click.Path(), help="Also write the result rows to this JSON file.")
-def bench(configs, peers, rounds, runs, threads, no_tuned, json_path):
+def bench(configs, peers, rounds, runs, threads, no_tuned, with_profile, json_path):
     """Latency against PyTorch, ONNX Runtime, OpenVINO and TFLite (XNNPACK) on the same weights."""
     from .bench import format_results, run_benchmark
     from .model import check_alpha, check_resolution
@@ -181,12 +182,35 @@ def bench(configs, peers, rounds, runs, threads, no_tuned, json_path):
         raise MnetError(f"--peers must include mnet-compile and be among {', '.join(PEERS)}")
     rows, peak = run_benchmark(parsed, names, rounds, runs, threads, tuned=not no_tuned, log=_log)
     click.echo(format_results(rows, peak, threads))
+    if with_profile:
+        from .bench import artifact_folder
+        from .profile import format_profile, profile
+
+        for alpha, resolution in parsed:
+            folder = str(artifact_folder(BENCH_DIR, alpha, resolution) / "artifact")
+            click.echo(f"\n{alpha}-{resolution}:\n" + format_profile(profile(folder, runs, threads, peak), peak))
     if json_path:
         try:
             with open(json_path, "w") as f:
                 json.dump({"threads": threads, "fma_peak_gflops": peak, "rows": rows}, f, indent=2)
         except OSError as exc:
             raise MnetError(f"cannot write {json_path}: {exc.strerror}") from None
+
+
+@cli.command("profile")
+@click.argument("artifact", type=click.Path())
+@click.option("--runs", default=50, show_default=True, type=click.IntRange(min=1), help="Inferences timed.")
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1), help="TVM threads.")
+def profile_command(artifact, runs, threads):
+    """Where the time goes: per fused kernel, time, calls, GFLOP/s, share of peak, record or default."""
+    from .bench import cpu_description, fma_peak_gflops
+    from .profile import format_profile, profile
+    from .runtime import read_manifest
+
+    read_manifest(artifact)  # a clean error for a folder that is no artifact
+    peak = fma_peak_gflops(threads)
+    click.echo(f"CPU: {cpu_description()}")
+    click.echo(format_profile(profile(artifact, runs, threads, peak), peak))
 
 
 def main(argv=None) -> int:

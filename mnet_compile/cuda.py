@@ -56,7 +56,7 @@ def sm_arch(target) -> str:
     return arch
 
 
-def schedule_gpu(fused_mod: tvm.IRModule, target, database=None):
+def schedule_gpu(fused_mod: tvm.IRModule, target, database=None, report=None):
     """GPU schedules for every fused kernel; returns (module, kernels from a tuned record, all kernels).
 
     Each kernel gets a tuned record or a sample of MetaSchedule's CUDA design space (multi-level tiling
@@ -68,7 +68,7 @@ def schedule_gpu(fused_mod: tvm.IRModule, target, database=None):
     from .schedule import schedule_kernels
 
     target = tvm.target.Target(target)
-    mod, tuned, total = schedule_kernels(fused_mod, target, database)
+    mod, tuned, total = schedule_kernels(fused_mod, target, database, report)
     with target:
         mod = dl.ApplyDefaultSchedule(
             dl.gpu.Matmul(),

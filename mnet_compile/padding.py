@@ -57,11 +57,27 @@ class _ChannelPadder(relax.PyExprMutator):
         super().__init__(mod)
         self.lanes = lanes
         self.padded: dict = {}  # new var -> (axis, original channels)
+        self.unsupported: str | None = None  # why the module must stay unpadded
+
+    def visit_var_binding_(self, binding):
+        """Rewrites each binding; an Unsupported one is recorded, not raised (it would cross the FFI)."""
+        if self.unsupported is None:
+            try:
+                return self._visit_binding(binding)
+            except Unsupported as exc:
+                self.unsupported = str(exc)
+        self._emit(binding, relax.const(0.0))  # a placeholder: the module is discarded
+
+    def _emit(self, binding, value):
+        emit = self.builder_.emit if isinstance(binding.var, relax.DataflowVar) else self.builder_.emit_output
+        new_var = emit(value, binding.var.name)
+        self.set_var_remap(binding.var, new_var)
+        return new_var
 
     def _info(self, expr):
         return self.padded.get(expr) if isinstance(expr, relax.Var) else None
 
-    def visit_var_binding_(self, binding):
+    def _visit_binding(self, binding):
         value, info = binding.value, None
         if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
             # the arguments remapped by hand: the stock visitor would infer shapes before the rewrite
@@ -71,11 +87,9 @@ class _ChannelPadder(relax.PyExprMutator):
             value = self.visit_expr(value)
             if any(self._info(e) for e in _vars_in(value)):
                 raise Unsupported(type(value).__name__)
-        emit = self.builder_.emit_output if not isinstance(binding.var, relax.DataflowVar) else self.builder_.emit
-        new_var = emit(value, binding.var.name)
+        new_var = self._emit(binding, value)
         if info is not None:
             self.padded[new_var] = info
-        self.set_var_remap(binding.var, new_var)
 
     def _rewrite(self, call, old):
         """(new call, padding of its result) for `call`, whose arguments are already remapped; `old` is
@@ -183,11 +197,8 @@ def pad_channels(mod: tvm.IRModule, lanes: int) -> tvm.IRModule:
     """`mod` with every conv's channel count padded for `lanes`-wide vectors, or `mod` unchanged when
     a padded tensor would reach an operator the pass does not know."""
     padder = _ChannelPadder(mod, lanes)
-    try:
-        func = padder.visit_expr(mod["main"])
-    except Unsupported:
-        return mod
-    if not padder.padded:
+    func = padder.visit_expr(mod["main"])
+    if padder.unsupported is not None or not padder.padded:
         return mod
     out = mod.clone()
     out["main"] = func

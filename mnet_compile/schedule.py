@@ -70,7 +70,7 @@ def default_schedule(kmod: tvm.IRModule, target: Target) -> tirx.PrimFunc:
     kernel a deterministic sample of the MetaSchedule design space, postprocessed: parallel outer loop,
     vectorized inner loop, tiled; never the bare loop nest."""
     if target.kind.name == "llvm" and (derived := rules.default_schedule(kmod, target)) is not None:
-        return derived
+        return derived.mod["main"]
     for attempt in range(DEFAULT_TRIES):
         ctx = ms.TuneContext(
             mod=kmod,
@@ -96,8 +96,9 @@ def _restore_attrs(new: tirx.PrimFunc, old: tirx.PrimFunc) -> tirx.PrimFunc:
     return new.with_attr("tirx.is_scheduled", True)
 
 
-def schedule_kernels(fused_mod: tvm.IRModule, target: Target, database: ms.Database | None):
-    """Return (module with every kernel scheduled, kernels scheduled from a record, total kernels)."""
+def schedule_kernels(fused_mod: tvm.IRModule, target: Target, database: ms.Database | None, report=None):
+    """Return (module with every kernel scheduled, kernels scheduled from a record, total kernels).
+    `report` (a dict) receives {kernel name: {"flops": per call, "schedule": "record" | "default"}}."""
     if not any(isinstance(f, tirx.PrimFunc) for f in fused_mod.functions.values()):
         raise ValueError("schedule_kernels wants the fused module (passes.fuse output): it has no TIR kernels")
     mod = rules.annotate(fused_mod, target)
@@ -108,6 +109,9 @@ def schedule_kernels(fused_mod: tvm.IRModule, target: Target, database: ms.Datab
             total += 1
             kmod = kernel_mod(func)
             new = _from_record(database, kmod, target, gv.name_hint)
+            if report is not None:
+                flops = s_tir.analysis.estimate_tir_flops(kmod)
+                report[gv.name_hint] = {"flops": int(flops), "schedule": "record" if new is not None else "default"}
             if new is not None:
                 applied += 1
             else:

@@ -18,9 +18,9 @@ import tvm
 import tvm_ffi
 from tvm import relax
 from tvm.s_tir import meta_schedule as ms
-from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+from tvm.s_tir.meta_schedule.builder import BuilderInput, BuilderResult, PyBuilder
 from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
-from tvm.s_tir.meta_schedule.runner import EvaluatorConfig, PyRunner
+from tvm.s_tir.meta_schedule.runner import EvaluatorConfig, PyRunner, RunnerInput
 from tvm.s_tir.meta_schedule.runner.local_runner import LocalRunnerFuture
 from tvm.s_tir.meta_schedule.task_scheduler import PyTaskScheduler
 from tvm.s_tir.meta_schedule.runner.utils import alloc_argument_common, run_evaluator_common
@@ -218,6 +218,27 @@ def count_records(db, kmods) -> tuple[int, list]:
     return done, best
 
 
+def seed_defaults(db, tasks, target: Target, builder, runner) -> int:
+    """Measure the derived default schedule of every task that has no record yet and commit it, so the
+    search starts from it and its best record is never worse than the default. Returns the count."""
+    seeded = 0
+    for _name, kmod, _weight in tasks:
+        if db.has_workload(kmod) or (sch := rules.default_schedule(kmod, target)) is None:
+            continue
+        (built,) = builder.build([BuilderInput(sch.mod, target)])
+        if built.error_msg:
+            continue
+        args_info = ms.arg_info.ArgInfo.from_prim_func(sch.mod["main"])
+        (future,) = runner.run([RunnerInput(built.artifact_path, target.kind.name, args_info)])
+        result = future.result()
+        if result.error_msg or not result.run_secs:
+            continue
+        workload = db.commit_workload(kmod)
+        db.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, result.run_secs, target, args_info))
+        seeded += 1
+    return seeded
+
+
 def tune(
     fused_mod,
     target: Target,
@@ -236,6 +257,9 @@ def tune(
     mods = [fused_mod] if isinstance(fused_mod, tvm.IRModule) else list(fused_mod)
     tasks = extract(mods, target)
     db = open_database(work_dir)
+    builder = builder if builder is not None else InProcessBuilder()
+    runner = runner if runner is not None else InProcessRunner()
+    seed_defaults(db, tasks, target, builder, runner)
     done, best = count_records(db, [t[1] for t in tasks])
     weights = [float(t[2]) for t in tasks]
     remaining = trials - done
@@ -264,8 +288,8 @@ def tune(
         work_dir=work_dir,
         max_trials_global=remaining,
         num_trials_per_iter=per_iter,
-        builder=builder if builder is not None else InProcessBuilder(),
-        runner=runner if runner is not None else InProcessRunner(),
+        builder=builder,
+        runner=runner,
         database=db,
         cost_model=ms.CostModel.create("xgb", num_tuning_cores=num_threads),
         measure_callbacks=callbacks,

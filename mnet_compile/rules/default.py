@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import tvm
-from tvm import s_tir, tirx
+from tvm import s_tir
 from tvm.s_tir import meta_schedule as ms
 from tvm.target import Target
 
@@ -33,9 +33,10 @@ def _decisions(sch: s_tir.Schedule, block, kind: str, isa, cores: int) -> dict:
     return blocking.depthwise(out[1], out[2], vectors, isa, cores)
 
 
-def default_schedule(kmod: tvm.IRModule, target: Target) -> tirx.PrimFunc | None:
+def default_schedule(kmod: tvm.IRModule, target: Target) -> s_tir.Schedule | None:
     """The derived schedule of `kmod` (a kernel module as MetaSchedule hashes it), or None when no conv
-    rule handles it. Deterministic: the same kernel and target always give the same schedule."""
+    rule handles it. Deterministic: the same kernel and target always give the same schedule; its trace
+    is a tuning candidate's (sketch with fixed decisions, then the postprocs)."""
     sch = s_tir.Schedule(kmod)
     found = _rule_block(sch)
     if found is None:
@@ -43,8 +44,9 @@ def default_schedule(kmod: tvm.IRModule, target: Target) -> tirx.PrimFunc | None
     block, kind, isa = found
     cores = int(target.attrs.get("num-cores", 1) or 1)
     (sch,) = RULES[kind](sch, block, isa, decide=_decisions(sch, block, kind, isa, cores))
+    sch.enter_postproc()
     with target:
         for postproc in ms.Postproc.create("llvm"):
             if not postproc.apply(sch):
                 raise RuntimeError(f"postproc {type(postproc).__name__} rejected the default {kind} schedule")
-    return sch.mod["main"]
+    return sch
