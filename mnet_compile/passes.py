@@ -69,6 +69,36 @@ def fold_weights_with_numpy(mod, _ctx):
     return relax.transform.DeadCodeElimination()(mod)
 
 
+@relax.expr_functor.mutator
+class _DenseAsConv(relax.PyExprMutator):
+    """A classifier `matmul(x[1, C], W[C, N])` with constant weights, as a 1x1 conv on x[1, 1, 1, C]: the
+    conv rule then schedules it (a register-blocked GEMV over packed weights)."""
+
+    def visit_call_(self, call):
+        call = super().visit_call_(call)
+        if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.matmul":
+            return call
+        x, weight = call.args
+        value = _constant(weight)
+        shape = [int(d) for d in x.ty.shape] if hasattr(x.ty, "shape") else []
+        if value is None or value.ndim != 2 or len(shape) != 2 or shape[0] != 1:
+            return call
+        channels, outputs = value.shape
+        image = relax.op.reshape(x, [1, 1, 1, channels])
+        kernel = relax.const(np.ascontiguousarray(value.reshape(1, 1, channels, outputs)))
+        conv = relax.op.nn.conv2d(image, kernel, data_layout="NHWC", kernel_layout="HWIO", out_dtype=str(value.dtype))
+        return relax.op.reshape(conv, [1, outputs])
+
+
+@tvm.transform.module_pass(opt_level=0, name="DenseAsConv")
+def dense_as_conv(mod, _ctx):
+    mod = mod.clone()
+    for gvar, func in list(mod.functions_items()):
+        if isinstance(func, relax.Function):
+            mod.update_func(gvar, _DenseAsConv().visit_expr(func))
+    return mod
+
+
 def optimize(mod: tvm.IRModule, lanes: int | None = None) -> tvm.IRModule:
     """Graph-level rewrites on the imported module: fold BN into the convs, fold constants, go NHWC,
     and (for a CPU with `lanes`-wide vectors) pad channel counts to the vector width."""
@@ -83,7 +113,7 @@ def optimize(mod: tvm.IRModule, lanes: int | None = None) -> tvm.IRModule:
             relax.transform.FoldConstant(),
         ]
     )(mod)
-    return pad_channels(mod, lanes) if lanes else mod
+    return dense_as_conv(pad_channels(mod, lanes)) if lanes else mod
 
 
 def fuse(mod: tvm.IRModule) -> tvm.IRModule:
