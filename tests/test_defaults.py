@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -130,3 +132,36 @@ def test_odd_alphas_match_pytorch(compiled, alpha, resolution):
     got = load(str(out))(x)
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
     assert got.argmax() == ref.argmax()
+
+
+def test_cli_names_the_family_and_profile_shows_every_kernel(capsys, tmp_path):
+    from mnet_compile.cli import main
+
+    out = tmp_path / "a"
+    assert main(["--alpha", "0.25", "--resolution", "128", "--no-tuned", "--output", str(out)]) == 0
+    log = capsys.readouterr().err
+    assert "--no-tuned: default schedules" in log and "tuned records applied to 0 of" in log
+    manifest = json.loads((out / "manifest.json").read_text())
+    schedules = manifest["schedules"]
+    host = tvm.target.Target(manifest["target"]["tvm"])
+    assert schedules["family"] == family_for(host) and schedules["tuned"] == 0
+    assert set(schedules["per_kernel"]) and all(k["schedule"] == "default" for k in schedules["per_kernel"].values())
+    assert main(["profile", str(out), "--runs", "3"]) == 0
+    text = capsys.readouterr().out
+    rows = [line.split() for line in text.splitlines()[3:]]
+    names = {r[0] for r in rows}
+    # every kernel the VM calls (pure reshapes become views, not calls) with its schedule's source
+    assert names <= set(schedules["per_kernel"]) and len(names) >= len(schedules["per_kernel"]) - 2
+    assert all(r[-1] == "default" for r in rows)
+    from mnet_compile.profile import profile
+
+    conv = [r for r in profile(str(out), runs=2, threads=1) if r["kernel"].startswith("fused_conv2d")]
+    assert conv and all(r["gflops"] > 0 and r["calls"] >= 1 for r in conv)  # FLOPs from the manifest
+    assert main(["profile", str(tmp_path / "missing")]) == 1
+
+
+def test_fma_peak_uses_the_widest_vectors():
+    from mnet_compile.bench import FMA_PEAK_C, cpu_description
+
+    assert "__AVX512F__" in FMA_PEAK_C and "_mm512_fmadd_ps" in FMA_PEAK_C
+    assert "logical CPUs" in cpu_description()
