@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 
 import tvm
@@ -114,11 +115,14 @@ class DurableScheduler(PyTaskScheduler):
     every task, in memory: an interrupted run loses them). After one round over all tasks, the task with
     the largest (call count x best latency) / (batches so far + 1) goes next."""
 
-    def __init__(self, best: list, weights: list) -> None:
+    def __init__(self, best: list, weights: list, deadline: float | None = None) -> None:
         super().__init__()
         self.best, self.weights, self.rounds, self.calls = best, weights, [0] * len(weights), 0
+        self.deadline = deadline  # time.monotonic() after which no batch starts
 
     def next_task_id(self) -> int:
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            return -1
         outer = self._outer()
         alive = [i for i, task in enumerate(outer.tasks_) if not task.is_terminated]
         for i in alive:
@@ -218,12 +222,21 @@ def count_records(db, kmods) -> tuple[int, list]:
     return done, best
 
 
-def seed_defaults(db, tasks, target: Target, builder, runner) -> int:
-    """Measure the derived default schedule of every task that has no record yet and commit it, so the
-    search starts from it and its best record is never worse than the default. Returns the count."""
+def seed_defaults(db, tasks, target: Target, builder, runner, known=None) -> int:
+    """Start every task that has no record yet from what is known: the best records of `known` (the
+    shipped database) for its workload, else its derived default schedule, measured here. The search
+    then evolves from them, and its best record is never worse than where it started. Returns the count."""
     seeded = 0
     for _name, kmod, _weight in tasks:
-        if db.has_workload(kmod) or (sch := rules.default_schedule(kmod, target)) is None:
+        if db.has_workload(kmod):
+            continue
+        if known is not None and known.has_workload(kmod):
+            workload = db.commit_workload(kmod)
+            for rec in known.get_top_k(known.commit_workload(kmod), 2):
+                db.commit_tuning_record(ms.database.TuningRecord(rec.trace, workload, rec.run_secs, target, rec.args_info))
+                seeded += 1
+            continue
+        if (sch := rules.default_schedule(kmod, target)) is None:
             continue
         (built,) = builder.build([BuilderInput(sch.mod, target)])
         if built.error_msg:
@@ -250,16 +263,21 @@ def tune(
     num_trials_per_iter: int | None = None,
     builder=None,
     runner=None,
+    minutes: float | None = None,
+    known=None,
 ) -> ms.database.JSONDatabase:
-    """Tune every kernel of `fused_mod` (or of each module in a list) for `target`, `trials` in total.
+    """Tune every kernel of `fused_mod` (or of each module in a list) for `target`, `trials` in total,
+    or until `minutes` have passed (no new batch starts after that).
 
-    builder / runner: MetaSchedule's (default: InProcessBuilder, InProcessRunner; remote.py's for a device)."""
+    builder / runner: MetaSchedule's (default: InProcessBuilder, InProcessRunner; remote.py's for a device).
+    known: a database whose records start the search (the shipped records of the target's family)."""
+    deadline = time.monotonic() + 60 * minutes if minutes else None
     mods = [fused_mod] if isinstance(fused_mod, tvm.IRModule) else list(fused_mod)
     tasks = extract(mods, target)
     db = open_database(work_dir)
     builder = builder if builder is not None else InProcessBuilder()
     runner = runner if runner is not None else InProcessRunner()
-    seed_defaults(db, tasks, target, builder, runner)
+    seed_defaults(db, tasks, target, builder, runner, known)
     done, best = count_records(db, [t[1] for t in tasks])
     weights = [float(t[2]) for t in tasks]
     remaining = trials - done
@@ -293,7 +311,7 @@ def tune(
         database=db,
         cost_model=ms.CostModel.create("xgb", num_tuning_cores=num_threads),
         measure_callbacks=callbacks,
-        task_scheduler=DurableScheduler(best, weights),
+        task_scheduler=DurableScheduler(best, weights, deadline),
     )
     return db
 
