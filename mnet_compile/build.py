@@ -272,7 +272,7 @@ def compile_model(request: CompileRequest, log=print) -> Path:
     else:
         step("compiling kernels (--no-tuned: default schedules)")
     executable, stats = compile_executable(mod, target, database)
-    step(f"tuned records applied to {stats['tuned']} of {stats['kernels']} kernels; the others have default schedules")
+    step(f"tuned records applied to {stats['tuned']} of {stats['kernels']} kernels, default schedules for {stats['kernels'] - stats['tuned']}")
     manifest = make_manifest(request, preset, target, input_name, info)
     manifest["schedules"] = {"family": family, "records": str(records) if records else None, **stats}
     step(f"exporting to {out}")

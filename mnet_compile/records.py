@@ -45,9 +45,11 @@ def _unique_workloads(db) -> list:
     return [w for bucket in seen.values() for w in bucket]
 
 
-def _copy_best(src, dst, top_k: int) -> int:
+def _copy_best(src, dst, top_k: int, keep=None) -> int:
     n = 0
     for workload in _unique_workloads(src):
+        if keep is not None and not any(tvm_ffi.structural_equal(workload.mod, k) for k in keep):
+            continue
         recs = src.get_top_k(workload, top_k)
         if not recs:
             continue
@@ -74,14 +76,15 @@ def shipped_database(family: str) -> ms.database.Database | None:
     return load_records(data_dir("schedules") / family)
 
 
-def prune(work_dir: str, out_dir: str, top_k: int = 3) -> int:
+def prune(work_dir: str, out_dir: str, top_k: int = 3, keep=None) -> int:
     """Write the best `top_k` valid records per workload of a tuning work_dir to `out_dir` (replacing
-    what is there). Returns the number of records written."""
+    what is there), only for the kernel modules in `keep` if given (the kernels the builds use).
+    Returns the number of records written."""
     src = ms.database.JSONDatabase(work_dir=work_dir, module_equality="structural")
     tmp = tempfile.mkdtemp(prefix="mnet-records-")
     try:
         dst = ms.database.JSONDatabase(work_dir=tmp, module_equality="structural")
-        n = _copy_best(src, dst, top_k)
+        n = _copy_best(src, dst, top_k, keep)
         del dst
         os.makedirs(out_dir, exist_ok=True)
         for name in (WORKLOADS, RECORDS):
