@@ -1,7 +1,7 @@
-"""The MobileNet v1 paper's cost model (mult-adds and parameters), measured on the torch model itself.
+"""The MobileNet v1 paper's cost model (mult-adds and parameters), without torch.
 
-The layers are found by running `MobileNetV1(alpha, classes)` on the meta device with forward hooks, so the
-table follows model.py; nothing here is a hard-coded layer list.
+The layers come from v1_table.py, the table the torch module is built from (tests/models/test_cost.py checks
+the counts against that module), so `mnet-compile info` needs neither torch nor TVM.
 
 Conventions (the paper's, checked against its Tables 2, 6 and 7):
 - mult-adds: a conv costs Cout*Hout*Wout * (Cin/groups)*Kh*Kw, the FC In*Out; BatchNorm, ReLU, biases and the
@@ -23,60 +23,49 @@ Conventions (the paper's, checked against its Tables 2, 6 and 7):
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-
-from .model import MobileNetV1, check_resolution
+from .checks import check_alpha, check_classes, check_resolution
+from .v1_table import Conv, convs
 
 SHARE_TYPES = {"pointwise": "Conv 1x1", "depthwise": "Conv DW 3x3", "conv": "Conv 3x3", "fc": "Fully Connected"}
 CONVENTIONS = [
     "mult_adds: conv Cout*Hout*Wout*(Cin/groups)*Kh*Kw, FC In*Out; BatchNorm, ReLU, biases and avgpool count 0",
     "params: conv + FC weights (the paper's 4.2M for 1.0-224); FC bias and BatchNorm gamma/beta reported apart",
     "channels: max(8, int(c * alpha)) for every layer, stem and last included: 0.75-224 gives the paper's 325M, "
-    "not TF-slim's 317M (no rounding or unscaled-layer variant gives 317M; see mnet_compile/cost.py)",
+    "not TF-slim's 317M (no rounding or unscaled-layer variant gives 317M; see mnet_compile/models/cost.py)",
     "Table 7's 290M for 1.0-160 is 569M * (160/224)^2; the exact count is 290.7M",
     "Table 2's 1.19% for Conv 3x3 mult-adds is a digit swap of 1.91%",
 ]
 
 
-def _layer_type(module: nn.Module) -> str:
-    if isinstance(module, nn.Linear):
-        return "fc"
-    if isinstance(module, nn.AdaptiveAvgPool2d):
-        return "avgpool"
-    if module.groups > 1 and module.groups == module.in_channels:
-        return "depthwise"
-    return "pointwise" if module.kernel_size == (1, 1) else "conv"
-
-
-def _row(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> dict:
-    kind = _layer_type(module)
-    row = {"type": kind, "input": list(inp.shape[1:]), "output": list(out.shape[1:]), "kernel": "", "bias": 0}
-    if kind == "fc":
-        row.update(mult_adds=module.in_features * module.out_features, params=module.in_features * module.out_features)
-        row["bias"] = module.out_features if module.bias is not None else 0
-    elif kind == "avgpool":
-        row.update(kernel=f"{inp.shape[2]}x{inp.shape[3]}/global", mult_adds=0, params=0)
+def _conv_row(conv: Conv, size: int) -> tuple[dict, int]:
+    """The conv's row and its output size (padding kernel // 2)."""
+    out = (size + 2 * (conv.kernel // 2) - conv.kernel) // conv.stride + 1
+    if conv.groups > 1 and conv.groups == conv.cin:
+        kind = "depthwise"
     else:
-        (kh, kw), stride = module.kernel_size, module.stride[0]
-        weights = module.out_channels * module.in_channels // module.groups * kh * kw
-        row.update(kernel=f"{kh}x{kw}/s{stride}", mult_adds=weights * out.shape[2] * out.shape[3], params=weights)
-    return row
+        kind = "pointwise" if conv.kernel == 1 else "conv"
+    weights = conv.cout * conv.cin // conv.groups * conv.kernel**2
+    row = {
+        "type": kind, "input": [conv.cin, size, size], "output": [conv.cout, out, out],
+        "kernel": f"{conv.kernel}x{conv.kernel}/s{conv.stride}", "bias": 0,
+        "mult_adds": weights * out * out, "params": weights,
+    }
+    return row, out
 
 
 def cost_report(alpha: float, resolution: int, classes: int = 1000) -> dict:
     """Per-layer mult-adds and params of MobileNet v1 alpha-resolution, with Table 2 shares and eq. 5 ratios."""
-    resolution = check_resolution(resolution)
-    with torch.device("meta"):
-        model = MobileNetV1(alpha, classes)
-    rows, bn_params = [], 0
-    for module in model.modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear, nn.AdaptiveAvgPool2d)):
-            module.register_forward_hook(lambda m, args, out: rows.append(_row(m, args[0], out)))
-        elif isinstance(module, nn.BatchNorm2d):
-            bn_params += 2 * module.num_features
-    with torch.no_grad():
-        model(torch.empty(1, 3, resolution, resolution, device="meta"))
+    alpha, resolution, classes = check_alpha(alpha), check_resolution(resolution), check_classes(classes)
+    layers, rows, size = convs(alpha), [], resolution
+    for conv in layers:
+        row, size = _conv_row(conv, size)
+        rows.append(row)
+    channels = rows[-1]["output"][0]
+    rows.append({"type": "avgpool", "input": [channels, size, size], "output": [channels, 1, 1],
+                 "kernel": f"{size}x{size}/global", "bias": 0, "mult_adds": 0, "params": 0})
+    rows.append({"type": "fc", "input": [channels], "output": [classes], "kernel": "", "bias": classes,
+                 "mult_adds": channels * classes, "params": channels * classes})
+    bn_params = sum(2 * conv.cout for conv in layers)  # every conv has a BatchNorm (gamma, beta)
     for index, row in enumerate(rows):
         row["index"] = index
     totals = {key: sum(r[key] for r in rows) for key in ("mult_adds", "params", "bias")}
@@ -98,7 +87,7 @@ def cost_report(alpha: float, resolution: int, classes: int = 1000) -> dict:
                 "ratio": separable / standard, "equation5": 1 / n + 1 / k2,
             })
     return {
-        "alpha": model.alpha, "resolution": resolution, "classes": classes,
+        "alpha": alpha, "resolution": resolution, "classes": classes,
         "rows": rows, "totals": totals, "shares": shares, "blocks": blocks, "conventions": CONVENTIONS,
     }
 
