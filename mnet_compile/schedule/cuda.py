@@ -24,7 +24,8 @@ from pathlib import Path
 
 import tvm
 
-from .errors import MnetError
+from ..errors import MnetError
+from ..resources import cache_root
 
 NVCC_INSTALL = "install the CUDA toolkit's nvcc (e.g. pip install nvidia-cuda-nvcc, or NVIDIA's cuda-nvcc package)"
 _EM_CUDA = 190  # ELF e_machine of a cubin
@@ -44,10 +45,6 @@ _STUB_SOURCE = (
 _loaded = False
 
 
-def is_cuda_target(target) -> bool:
-    return tvm.target.Target(target).kind.name == "cuda"
-
-
 def sm_arch(target) -> str:
     """The "sm_XX" of a CUDA target (required in presets: a build machine has no GPU to ask)."""
     arch = str(tvm.target.Target(target).attrs.get("arch", ""))
@@ -65,7 +62,7 @@ def schedule_gpu(fused_mod: tvm.IRModule, target, database=None):
     """
     from tvm.s_tir import dlight as dl
 
-    from .schedule import schedule_kernels
+    from .kernels import schedule_kernels
 
     target = tvm.target.Target(target)
     mod, tuned, total = schedule_kernels(fused_mod, target, database)
@@ -124,8 +121,6 @@ def compile_kernels(code: str, arch: str, options: list[str] | None = None) -> b
 
 def _driver_stub() -> Path:
     """A libcuda.so.1 stand-in, built once into the cache with the host C compiler."""
-    from .devicekit import cache_root
-
     stub = cache_root() / "cuda-stub" / "libcuda.so.1"
     if stub.is_file():
         return stub
@@ -149,10 +144,8 @@ def load_cuda_runtime() -> None:
     if _loaded or tvm.get_global_func("ffi.Module.create.cuda", allow_missing=True) is not None:
         _loaded = True
         return
-    from .devicekit import host_runtime
-
-    runtime_cuda = next((p for p in host_runtime().libraries if p.name == "libtvm_runtime_cuda.so"), None)
-    if runtime_cuda is None:
+    runtime_cuda = Path(tvm.__file__).parent / "lib" / "libtvm_runtime_cuda.so"
+    if not runtime_cuda.is_file():
         raise MnetError("the installed apache-tvm has no libtvm_runtime_cuda.so")
     mode = ctypes.RTLD_GLOBAL
     try:

@@ -14,28 +14,14 @@ import logging
 import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir import meta_schedule as ms
-from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
 from tvm.target import Target
 
-from . import rules
+from .tunable import tunable_kernels
 
 log = logging.getLogger(__name__)
 DEFAULT_SEED = 20240601
 DEFAULT_TRIES = 8
 RECORD_TRIES = 3
-
-
-def kernel_mod(func: tirx.PrimFunc) -> tvm.IRModule:
-    """The one-function module MetaSchedule hashes for a kernel (same normalization as the tuner)."""
-    return _normalize_mod(func)
-
-
-def kernels(mod: tvm.IRModule) -> list[tuple[tvm.ir.GlobalVar, tirx.PrimFunc]]:
-    return [
-        (gv, f)
-        for gv, f in mod.functions.items()
-        if isinstance(f, tirx.PrimFunc) and not f.attrs.get("tirx.is_scheduled", False)
-    ]
 
 
 def _from_record(database, kmod: tvm.IRModule, target: Target, name: str):
@@ -97,13 +83,12 @@ def schedule_kernels(fused_mod: tvm.IRModule, target: Target, database: ms.Datab
     """Return (module with every kernel scheduled, kernels scheduled from a record, total kernels)."""
     if not any(isinstance(f, tirx.PrimFunc) for f in fused_mod.functions.values()):
         raise ValueError("schedule_kernels wants the fused module (passes.fuse output): it has no TIR kernels")
-    mod = rules.annotate(fused_mod, target)
+    mod, found = tunable_kernels(fused_mod, target)
     applied, total = 0, 0
     updates = {}
     with target:
-        for gv, func in kernels(mod):
+        for gv, func, kmod in found:
             total += 1
-            kmod = kernel_mod(func)
             new = _from_record(database, kmod, target, gv.name_hint)
             if new is not None:
                 applied += 1

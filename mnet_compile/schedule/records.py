@@ -15,7 +15,7 @@ import tvm_ffi
 from tvm.s_tir import meta_schedule as ms
 from tvm.target import Target
 
-from .resources import data_dir
+from ..resources import data_dir
 from .rules import vector_lanes
 
 WORKLOADS = "database_workload.json"

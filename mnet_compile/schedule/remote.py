@@ -34,8 +34,8 @@ from tvm.s_tir.meta_schedule.runner import EvaluatorConfig, PyRunner
 from tvm.s_tir.meta_schedule.runner.local_runner import LocalRunnerFuture
 from tvm.s_tir.meta_schedule.runner.utils import alloc_argument_common, run_evaluator_common
 
-from .errors import MnetError
-from .tuning import EVALUATOR, InProcessBuilder
+from ..errors import MnetError
+from .measure import EVALUATOR, InProcessBuilder
 
 CONNECT_TIMEOUT_S = 5.0
 DEVICE_WAIT_S = 60.0
@@ -303,7 +303,7 @@ def _time_on(session, artifact_path: str, device_type: str, evaluator, args_info
             fill = host_fill
         args = alloc_argument_common(fill, dev, args_info, 1)
         costs = sorted(run_evaluator_common(rt_mod, dev, evaluator, args))
-        return "ok", [costs[len(costs) // 2]]  # the median, as tuning.InProcessRunner reports
+        return "ok", [costs[len(costs) // 2]]  # the median, as measure.InProcessRunner reports
     except Exception as exc:  # the candidate failed on the device (crash, session timeout): a failed trial
         return "run", f"{type(exc).__name__}: {exc}"[:2000]
 
@@ -313,7 +313,7 @@ def _one_line(exc: BaseException) -> str:
     return (text if text.startswith(name) else f"{name}: {text}")[:400]
 
 
-def build_probe(target, fcompile, folder: str) -> str:
+def compile_probe(target, fcompile, folder: str) -> str:
     """A one-loop kernel (B = A + 1 over float32[4]) compiled and linked like the candidates."""
     from tvm import te
 
@@ -329,7 +329,7 @@ class RemoteRunner(PyRunner):
     """MetaSchedule runner that times each candidate on a device reached through the RPC tracker.
 
     `failure` keeps the MnetError that ended the run: raised here, it reaches the caller of tune_tasks
-    wrapped by the C++ task scheduler, so tuning.tune_model raises this one instead."""
+    wrapped by the C++ task scheduler, so pipeline.tune_model raises this one instead."""
 
     def __init__(self, config: RemoteConfig, evaluator: EvaluatorConfig = EVALUATOR) -> None:
         super().__init__()
@@ -355,16 +355,15 @@ class RemoteRunner(PyRunner):
 def remote_measure(preset, rpc: str, key: str | None, log=print):
     """(builder, runner) for `tune` through an RPC tracker, after checking the tracker, the key and the
     preset's cross compiler: everything that can fail fast fails here, before the model is imported."""
-    config = RemoteConfig.from_args(rpc, key, target=f"{preset.name} ({preset.arch})")
-    kind = preset.target.get("kind")
-    if kind != "llvm":
-        raise MnetError(f"tuning through RPC supports CPU (llvm) targets; target {preset.name} is {kind}")
+    config = RemoteConfig.from_args(rpc, key, target=preset.label)
+    if preset.backend != "cpu":
+        raise MnetError(f"tuning through RPC supports CPU (llvm) targets; target {preset.name} is {preset.tvm_spec['kind']}")
     fcompile = preset.compiler()  # a missing cross compiler names its install command
     with Tracker(config):  # a tracker that does not answer fails before anything is compiled
         pass
     with tempfile.TemporaryDirectory(prefix="mnet-rpc-") as tmp:
         try:
-            probe = build_probe(preset.tvm_target(), fcompile, tmp)
+            probe = compile_probe(preset.tvm, fcompile, tmp)
         except Exception as exc:
             raise MnetError(f"building a test kernel for {config.target} failed: {_one_line(exc)}") from None
         log(check_device(config, probe))

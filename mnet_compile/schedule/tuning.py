@@ -11,81 +11,24 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 
 import tvm
 import tvm_ffi
 from tvm import relax
-from tvm.s_tir import meta_schedule as ms
-from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
-from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
-from tvm.s_tir.meta_schedule.runner import EvaluatorConfig, PyRunner
-from tvm.s_tir.meta_schedule.runner.local_runner import LocalRunnerFuture
-from tvm.s_tir.meta_schedule.task_scheduler import PyTaskScheduler
-from tvm.s_tir.meta_schedule.runner.utils import alloc_argument_common, run_evaluator_common
 from tvm.ir.utils import derived_object
+from tvm.s_tir import meta_schedule as ms
+from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+from tvm.s_tir.meta_schedule.task_scheduler import PyTaskScheduler
 from tvm.target import Target
 
-from . import rules
-from .schedule import kernel_mod, kernels
+from .measure import InProcessBuilder, InProcessRunner
+from .tunable import tunable_kernels
 
 Progress = Callable[[int, int, "float | None"], None]
 # A smaller population than MetaSchedule's default (512): on 2 cores the search itself, not measuring,
 # dominated each iteration (~20 s a task).
 SEARCH = dict(population_size=128, init_measured_ratio=0.2, init_min_unmeasured=32, genetic_num_iters=3)
-EVALUATOR = EvaluatorConfig(number=1, repeat=5, min_repeat_ms=20, enable_cpu_cache_flush=False)
-
-
-@derived_object
-class InProcessBuilder(PyBuilder):
-    """Builds each candidate with tvm.compile in this process (the stock LocalBuilder spawns workers that
-    each import every tensor intrinsic: ~50 s a candidate on this machine). `fcompile` links the .so (a
-    preset's cross compiler, for a device measured through RPC); None: this machine's compiler."""
-
-    def __init__(self, fcompile=None) -> None:
-        super().__init__()
-        self.fcompile = fcompile
-
-    def build(self, build_inputs):
-        from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
-
-        results = []
-        for inp in build_inputs:
-            try:
-                mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(inp.mod)
-                rt_mod = tvm.compile(mod, target=inp.target)
-                path = os.path.join(tempfile.mkdtemp(prefix="mnet-ms-"), "kernel.so")
-                rt_mod.export_library(path, fcompile=self.fcompile)
-                results.append(BuilderResult(path, None))
-            except Exception as exc:  # a candidate that does not compile is a failed trial, not a crash
-                results.append(BuilderResult(None, f"{type(exc).__name__}: {exc}"[:2000]))
-        return results
-
-
-@derived_object
-class InProcessRunner(PyRunner):
-    """Times each built kernel in this process (TVM's thread pool: set TVM_NUM_THREADS)."""
-
-    def __init__(self, evaluator: EvaluatorConfig = EVALUATOR) -> None:
-        super().__init__()
-        self.evaluator = evaluator
-        self.fill = tvm.get_global_func("tvm.contrib.random.random_fill_for_measure")
-
-    def run(self, runner_inputs):
-        futures = []
-        for inp in runner_inputs:
-            try:
-                rt_mod = tvm.runtime.load_module(inp.artifact_path)
-                dev = tvm.runtime.device(inp.device_type, 0)
-                info = [a.as_json() for a in inp.args_info]
-                args = alloc_argument_common(self.fill, dev, info, 1)
-                costs = run_evaluator_common(rt_mod, dev, self.evaluator, args)
-                costs = sorted(costs)[len(costs) // 2 : len(costs) // 2 + 1]  # the median: noisy machine
-                futures.append(LocalRunnerFuture(res=costs))
-            except Exception as exc:
-                futures.append(LocalRunnerFuture(error_message=f"{type(exc).__name__}: {exc}"[:2000]))
-        return futures
 
 
 @derived_object
@@ -165,10 +108,9 @@ def extract(fused_mods: Sequence[tvm.IRModule], target: Target) -> list[tuple[st
     """(name, kernel module, weight) for each distinct workload over all modules."""
     tasks: dict[int, list] = {}
     for mod in fused_mods:
-        mod = rules.annotate(mod, target)
+        mod, found = tunable_kernels(mod, target)
         counts = call_counts(mod)
-        for gv, func in kernels(mod):
-            kmod = kernel_mod(func)
+        for gv, _func, kmod in found:
             key = tvm_ffi.structural_hash(kmod)
             entry = tasks.get(key)
             if entry is not None and tvm_ffi.structural_equal(entry[1], kmod):
@@ -272,36 +214,3 @@ def tune(
         task_scheduler=DurableScheduler(best, weights),
     )
     return db
-
-
-def tune_model(request, trials: int, work_dir: str, progress: Progress | None = None, log=print, rpc=None, key=None):
-    """`mnet-compile tune`: tune the kernels of the model a CompileRequest names, for its target, into work_dir.
-
-    rpc="HOST:PORT" and key: measure on a device of that key through the TVM RPC tracker (remote.py),
-    candidates cross-compiled here; the target then need not run on this machine."""
-    import platform
-
-    from .build import check_source, import_model, progress_log
-    from .errors import MnetError
-    from .passes import fuse
-    from .targets import load_preset
-
-    preset = load_preset(request.target)
-    target = preset.tvm_target()
-    builder = runner = None
-    if rpc is not None or key is not None:
-        if rpc is None:
-            raise MnetError("--key names a device on an RPC tracker; give the tracker with --rpc HOST:PORT")
-        from .remote import remote_measure
-
-        builder, runner = remote_measure(preset, rpc, key, log)  # checks the tracker and the key first
-    elif target.kind.name != "llvm" or preset.arch != platform.machine():
-        raise MnetError(f"target {preset.name} does not run on this {platform.machine()} machine, so it cannot be tuned here")
-    mod, _, _ = import_model(request, check_source(request), target, progress_log(log))
-    log(f"tuning {trials} trials into {work_dir} (rerun to resume)")
-    try:
-        return tune(fuse(mod), target, work_dir, trials, progress=progress, builder=builder, runner=runner)
-    except Exception:
-        if runner is not None and runner.failure is not None:  # the tracker or device failed: one line
-            raise runner.failure from None
-        raise
