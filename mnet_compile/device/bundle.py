@@ -9,8 +9,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from ..resources import data_dir, tvm_requirements
 from . import runtime
-from .resources import data_dir
 
 APP_FILES = ("main.cc", "Makefile", "CMakeLists.txt")
 
@@ -21,7 +21,9 @@ def write_bundle(artifact: Path, preset) -> Path:
     manifest = json.loads((artifact / runtime.MANIFEST).read_text())
     top = artifact.name
     readme = (data_dir("device") / "README.bundle.md").read_text()
-    for key, value in {"name": top, "preset": preset.name, "arch": preset.arch, "runtime": preset.runtime}.items():
+    tvm = tvm_requirements()
+    values = {"name": top, "preset": preset.name, "arch": preset.arch, "runtime": preset.runtime.replace("{tvm}", tvm), "tvm": tvm}
+    for key, value in values.items():
         readme = readme.replace("{" + key + "}", value)
     dest = artifact.with_name(f"{top}.tar.gz")
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)

@@ -18,14 +18,13 @@ import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
-from .errors import MnetError
-from .resources import data_dir
+from ..errors import MnetError
+from ..resources import TVM_DISTRIBUTIONS, cache_root, data_dir, tvm_versions
 
 # Compiler and runtime must be the same release: the kit takes the versions installed here.
-TVM_DIST, FFI_DIST = "apache-tvm", "apache-tvm-ffi"
+TVM_DIST, FFI_DIST = TVM_DISTRIBUTIONS
 PYTHON_VERSION = "3.11"  # which CPython ABI of the (ABI-specific) apache-tvm-ffi wheel to fetch
 
 WHEEL_PLATFORM = {"aarch64": "manylinux_2_28_aarch64", "x86_64": "manylinux_2_28_x86_64"}
@@ -35,7 +34,6 @@ GXX_INSTALL = {
     "armv7l": "apt-get install g++-arm-linux-gnueabihf",
     "x86_64": "apt-get install g++",
 }
-OBJDUMP = {"aarch64": "aarch64-linux-gnu-objdump", "armv7l": "arm-linux-gnueabihf-objdump", "x86_64": "objdump"}
 QEMU = {"aarch64": "qemu-aarch64-static", "armv7l": "qemu-arm-static"}
 QEMU_INSTALL = "apt-get install qemu-user-static"
 QEMU_SYSROOT = {"aarch64": "/usr/aarch64-linux-gnu", "armv7l": "/usr/arm-linux-gnueabihf"}  # from the g++ package
@@ -71,22 +69,6 @@ def host_arch() -> str:
     return platform.machine()
 
 
-def cache_root() -> Path:
-    """~/.cache/mnet-compile (or $MNET_CACHE, or $XDG_CACHE_HOME/mnet-compile)."""
-    if os.environ.get("MNET_CACHE"):
-        return Path(os.environ["MNET_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "mnet-compile"
-
-
-def installed_versions() -> dict:
-    """The apache-tvm and apache-tvm-ffi versions of this environment (the compiler's)."""
-    try:
-        return {TVM_DIST: metadata.version(TVM_DIST), FFI_DIST: metadata.version(FFI_DIST)}
-    except metadata.PackageNotFoundError as exc:
-        raise MnetError(f"{exc.name} is not installed; install mnet-compile's dependencies first") from None
-
-
 def app_source_dir() -> Path:
     """device/app: main.cc and its build files."""
     return data_dir("device") / "app"
@@ -103,7 +85,7 @@ def host_runtime() -> RuntimeKit:
         return Path(list(spec.submodule_search_locations)[0])
 
     tvm_dir, ffi_dir = package_dir("tvm"), package_dir("tvm_ffi")
-    return RuntimeKit(host_arch(), (tvm_dir / "lib", ffi_dir / "lib"), ffi_dir / "include", installed_versions())
+    return RuntimeKit(host_arch(), (tvm_dir / "lib", ffi_dir / "lib"), ffi_dir / "include", tvm_versions())
 
 
 def fetch_runtime(arch: str = "aarch64", cache_dir: str | os.PathLike | None = None, versions: dict | None = None) -> RuntimeKit:
@@ -117,8 +99,8 @@ def fetch_runtime(arch: str = "aarch64", cache_dir: str | os.PathLike | None = N
             f"no TVM runtime wheel exists for {arch}; wheels exist for {', '.join(sorted(WHEEL_PLATFORM))} "
             f"(build libtvm_runtime from source for {arch})"
         )
-    versions = dict(versions or installed_versions())
-    if arch == host_arch() and cache_dir is None and versions == installed_versions():
+    versions = dict(versions or tvm_versions())
+    if arch == host_arch() and cache_dir is None and versions == tvm_versions():
         return host_runtime()
     root = Path(cache_dir) if cache_dir else cache_root() / arch
     kit_dir = root / f"tvm-{versions[TVM_DIST]}-ffi-{versions[FFI_DIST]}"
@@ -164,7 +146,7 @@ def fetch_runtime(arch: str = "aarch64", cache_dir: str | os.PathLike | None = N
     return kit
 
 
-def _require_tool(tool: str, install: str) -> str:
+def require_tool(tool: str, install: str) -> str:
     path = shutil.which(tool)
     if path is None:
         raise MnetError(f"{tool} not found; install it with: {install}")
@@ -187,7 +169,7 @@ def build_app(
     Rebuilt only when main.cc or the kit is newer than the binary.
     """
     cc = cc or (GXX[kit.arch] if kit.arch != host_arch() else os.environ.get("CXX", "g++"))
-    compiler = _require_tool(cc, GXX_INSTALL.get(kit.arch, "a C++ compiler for " + kit.arch))
+    compiler = require_tool(cc, GXX_INSTALL.get(kit.arch, "a C++ compiler for " + kit.arch))
     source = app_source_dir() / "main.cc"
     target = Path(out) if out else cache_root() / kit.arch / "bin" / APP_NAME
     inputs = [source, *kit.libraries]
@@ -216,7 +198,7 @@ def emulator(arch: str, cpu: str | None = None) -> list[str]:
         return []
     if arch not in QEMU:
         raise MnetError(f"cannot run {arch} binaries on this {host_arch()} machine")
-    qemu = _require_tool(QEMU[arch], QEMU_INSTALL)
+    qemu = require_tool(QEMU[arch], QEMU_INSTALL)
     sysroot = QEMU_SYSROOT[arch]
     if not os.path.isdir(sysroot):
         raise MnetError(f"{arch} C library not found in {sysroot}; install it with: {GXX_INSTALL[arch]}")
@@ -299,107 +281,5 @@ def run_on_preset(preset, lib: str | os.PathLike, input=None, **kwargs) -> AppRu
     """fetch_runtime + build_app + run_app for a preset: its arch, its qemu CPU model, GPU for CUDA targets."""
     kit = fetch_runtime(preset.arch)
     app = build_app(kit)
-    kwargs.setdefault("device", "cuda" if preset.target.get("kind") == "cuda" else "cpu")
+    kwargs.setdefault("device", preset.backend)
     return run_app(app, lib, input, kit=kit, qemu_cpu=preset.qemu_cpu, **kwargs)
-
-
-def bundle(lib: str | os.PathLike, dest: str | os.PathLike, kit: RuntimeKit, app: str | os.PathLike | None = None) -> Path:
-    """A folder to copy to the device as is: mnet-run, the runtime libraries, the model and a README.
-
-    On the device: `./mnet-run ./model.so --input image.npy` (mnet-run finds the libraries beside it).
-    """
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    app = Path(app) if app else build_app(kit)
-    shutil.copy2(app, dest / APP_NAME)
-    for so in kit.libraries:
-        shutil.copy2(so, dest / so.name)
-    shutil.copy2(lib, dest / "model.so")
-    template = data_dir("device") / "README.bundle.md"
-    if template.is_file():
-        text = template.read_text().replace("{arch}", kit.arch)
-        text = text.replace("{versions}", ", ".join(f"{k}=={v}" for k, v in kit.versions.items()))
-        (dest / "README.md").write_text(text)
-    return dest
-
-
-def count_instructions(lib: str | os.PathLike, pattern: str, arch: str) -> int:
-    """How many disassembled instructions of `lib` match the regex `pattern` (e.g. r"fmla\\s+v\\d+\\.4s")."""
-    tool = OBJDUMP.get(arch, "objdump")
-    _require_tool(tool, {"aarch64": "apt-get install binutils-aarch64-linux-gnu",
-                         "armv7l": "apt-get install binutils-arm-linux-gnueabihf"}.get(arch, "apt-get install binutils"))  # fmt: skip
-    proc = subprocess.run([tool, "-d", "--no-show-raw-insn", str(lib)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise MnetError(f"{tool} cannot read {lib}: {proc.stderr.strip()}")
-    regex = re.compile(pattern)
-    return sum(1 for line in proc.stdout.splitlines() if regex.search(line))
-
-
-DEBIAN_ARCH = {"aarch64": "arm64", "armv7l": "armhf"}
-
-
-def emulated_python(arch: str = "aarch64", root: str | os.PathLike | None = None, suite: str = "bookworm") -> Path:
-    """A Debian CPython for `arch` to run under qemu-user: debootstrap's first stage, debs unpacked here.
-
-    `debootstrap --foreign --variant=minbase --include=python3` only downloads and unpacks part of the
-    system; every .deb is then unpacked with dpkg-deb -x on this machine (the emulated second stage
-    would take 7+ minutes). Returns the root folder; its interpreter is <root>/usr/bin/python3.
-    Needs debootstrap (apt-get install debootstrap) and Debian's package servers (once; cached).
-    """
-    root = Path(root) if root else cache_root() / arch / f"debian-{suite}-python"
-    if (root / ".mnet-complete").is_file():
-        return root
-    _require_tool("debootstrap", "apt-get install debootstrap")
-    _require_tool("dpkg-deb", "apt-get install dpkg")
-    shutil.rmtree(root, ignore_errors=True)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    cmd = ["debootstrap", f"--arch={DEBIAN_ARCH[arch]}", "--variant=minbase", "--foreign", "--include=python3", suite, str(root)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise MnetError(f"{' '.join(cmd)} failed: {(proc.stderr or proc.stdout).strip()[-1000:]}")
-    for deb in sorted((root / "var" / "cache" / "apt" / "archives").glob("*.deb")):
-        proc = subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise MnetError(f"dpkg-deb -x {deb.name} failed: {proc.stderr.strip()}")
-    if not list((root / "usr" / "bin").glob("python3*")):
-        raise MnetError(f"no python3 in {root} after unpacking")
-    (root / ".mnet-complete").write_text(suite + "\n")
-    return root
-
-
-def install_wheels(root: str | os.PathLike, arch: str = "aarch64", packages: list[str] | None = None, python_version: str | None = None) -> Path:
-    """pip install (from this machine) `arch` wheels into <root>/opt/site: the TVM runtime and numpy by default."""
-    site = Path(root) / "opt" / "site"
-    if (site / ".mnet-complete").is_file() and packages is None:
-        return site
-    versions = installed_versions()
-    packages = packages or [f"{TVM_DIST}=={versions[TVM_DIST]}", f"{FFI_DIST}=={versions[FFI_DIST]}", "numpy"]
-    pyver = python_version or _emulated_python_version(root)
-    cmd = [
-        sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target", str(site),
-        "--platform", WHEEL_PLATFORM[arch], "--only-binary=:all:", "--python-version", pyver,
-        "--implementation", "cp", "--upgrade", *packages,
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise MnetError(f"pip install --target {site} failed: {proc.stderr.strip()[-1000:]}")
-    (site / ".mnet-complete").write_text(" ".join(packages) + "\n")
-    return site
-
-
-def _emulated_python_version(root) -> str:
-    names = sorted(p.name for p in (Path(root) / "usr" / "bin").glob("python3.*") if re.fullmatch(r"python3\.\d+", p.name))
-    if not names:
-        raise MnetError(f"no python3.X interpreter in {root}/usr/bin")
-    return names[-1][len("python"):]
-
-
-def run_emulated_python(root, args: list[str], arch: str = "aarch64", cpu: str | None = None, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run <root>/usr/bin/python3 under qemu-user (-L root), with <root>/opt/site on PYTHONPATH."""
-    root = Path(root)
-    qemu = _require_tool(QEMU[arch], QEMU_INSTALL)
-    python = root / "usr" / "bin" / f"python{_emulated_python_version(root)}"
-    full_env = {"PATH": "/usr/bin:/bin", "HOME": str(root / "tmp"), "PYTHONPATH": str(root / "opt" / "site"), "PYTHONDONTWRITEBYTECODE": "1"}
-    full_env.update(env or {})
-    cmd = [qemu] + (["-cpu", cpu] if cpu else []) + ["-L", str(root), str(python), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout)
