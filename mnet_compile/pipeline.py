@@ -1,35 +1,32 @@
-"""Compile + export: model -> Relax -> optimized, scheduled kernels -> shared library + manifest, atomically."""
+"""The orchestrator: a request -> the model, loaded once -> an artifact folder (`compile_model`) or tuned
+records (`tune_model`). Each step is a plain function of a lower layer; the CLI only parses into a CompileRequest."""
 
 from __future__ import annotations
 
-import datetime
-import json
 import os
-import shutil
-import tempfile
+import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import MnetError
-from .model import check_alpha, check_classes, check_resolution
-from .resources import data_dir
-from .runtime import FORMAT_VERSION, LIBRARY, MANIFEST, sha256
+from .models import check_alpha, check_classes, check_model, check_resolution
+from .targets import Preset, load_preset
 
-# ImageNet preprocessing of the torchvision/Keras MobileNets: RGB in [0, 1], then per-channel mean/std.
-PREPROCESSING = {"channel_order": "RGB", "scale": 1 / 255, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+# What a built-in model gets when the request leaves a field out; a --from file brings its own.
+BUILT_IN_DEFAULTS = {"model": "mobilenet_v1", "alpha": 1.0, "resolution": 224, "classes": 1000, "seed": 0}
 
 
 @dataclass
 class CompileRequest:
-    """What the user asked for; validated on construction."""
+    """What the user asked for, validated on construction. None means "not given" (see BUILT_IN_DEFAULTS)."""
 
-    alpha: float = 1.0
-    resolution: int = 224
-    classes: int = 1000
-    target: str = "x86"
+    alpha: float | None = None
+    resolution: int | None = None
+    classes: int | None = None
+    target: str = "x86"  # a preset name or a preset file (path/to/board.json)
     weights: str | None = None
-    seed: int = 0
+    seed: int | None = None
     output: str | None = None
     force: bool = False
     tuned: bool = True  # apply tuned schedule records: --records DIR, else the preset's shipped ones
@@ -37,40 +34,50 @@ class CompileRequest:
     bundle: bool = False  # also write <output>.tar.gz for the device
     cc: str | None = None  # the user's (cross) compiler instead of the preset's
     sysroot: str | None = None  # the device's sysroot for that compiler
-    model: str = "mobilenet_v1"  # a built-in architecture (architectures.MODELS)
+    model: str | None = None  # a built-in architecture (models.MODELS)
     source: str | None = None  # --from: a trained model file (.onnx, .tflite, .pt2) instead of a built-in model
     source_shape: str | tuple | None = None  # --input-shape: fixes the file's dynamic input dims
 
     def __post_init__(self):
-        from .architectures import check_model
         from .frontends import parse_shape
 
-        self.alpha = check_alpha(self.alpha)
-        self.resolution = check_resolution(self.resolution)
-        self.classes = check_classes(self.classes)
-        self.model = check_model(self.model)
         self.source_shape = parse_shape(self.source_shape)
         if self.source_shape and not self.source:
             raise MnetError("--input-shape applies to a model file given with --from")
-        if self.source and self.model != "mobilenet_v1":
-            raise MnetError("--model chooses a built-in architecture; a model file given with --from brings its own")
-        if self.source and self.weights:
-            raise MnetError("--weights applies to the built-in models, not to a model file given with --from")
-
-    @property
-    def name(self) -> str:
+        if self.records and not self.tuned:
+            raise MnetError("--records applies tuned records, --no-tuned builds without any: give one, not both")
         if self.source:
-            return f"{Path(self.source).stem}_{self.target}"
-        return f"{self.model}_{self.alpha}_{self.resolution}_{self.target}"
+            if self.model is not None:
+                raise MnetError("--model chooses a built-in architecture; a model file given with --from brings its own")
+            if self.weights:
+                raise MnetError("--weights applies to the built-in models, not to a model file given with --from")
+            for field in ("alpha", "resolution", "classes", "seed"):
+                if getattr(self, field) is not None:
+                    raise MnetError(f"--{field} applies to the built-in models; a model file given with --from brings its own")
+            return
+        if self.weights and self.seed is not None:
+            raise MnetError("--seed draws random weights, --weights loads them: give one, not both")
+        for field, default in BUILT_IN_DEFAULTS.items():
+            if getattr(self, field) is None:
+                setattr(self, field, default)
+        self.model = check_model(self.model)
+        self.alpha = check_alpha(self.alpha)
+        self.resolution = check_resolution(self.resolution)
+        self.classes = check_classes(self.classes)
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
         return (1, 3, self.resolution, self.resolution)
 
+    def artifact_name(self, preset: Preset) -> str:
+        if self.source:
+            return f"{Path(self.source).stem}_{preset.name}"
+        return f"{self.model}_{self.alpha}_{self.resolution}_{preset.name}"
 
-def output_dir(request: CompileRequest) -> Path:
+
+def output_dir(request: CompileRequest, preset: Preset) -> Path:
     """The artifact folder, checked before any work is done: writable parent, no silent overwrite."""
-    out = Path(request.output) if request.output else Path("artifacts") / request.name
+    out = Path(request.output) if request.output else Path("artifacts") / request.artifact_name(preset)
     out = out.absolute()
     if out.exists() and not out.is_dir():
         raise MnetError(f"output {out} exists and is not a folder")
@@ -86,34 +93,9 @@ def output_dir(request: CompileRequest) -> Path:
     return out
 
 
-def compile_executable(mod, target, database=None):
-    """Fuse, schedule and lower the optimized Relax module.
-
-    Returns the VM executable and {"tuned": kernels scheduled from a record, "kernels": all kernels}.
-    Each kernel gets a tuned record from `database`, else a default schedule (schedule.py, cuda.py).
-    """
-    import tvm
-
-    from . import cuda, passes
-    from .schedule import schedule_kernels
-
-    gpu = cuda.is_cuda_target(target)
-    stats = {"tuned": 0, "kernels": 0}
-
-    @tvm.transform.module_pass(opt_level=0, name="MnetPipeline")
-    def pipeline(mod, _ctx):
-        mod = passes.fuse(mod)
-        schedule = cuda.schedule_gpu if gpu else schedule_kernels
-        mod, stats["tuned"], stats["kernels"] = schedule(mod, target, database)
-        return passes.finalize(mod)
-
-    with cuda.compile_scope(target) if gpu else target:
-        return tvm.compile(mod, target, relax_pipeline=pipeline), stats
-
-
-def records_database(request: CompileRequest, preset):
+def records_database(request: CompileRequest, preset: Preset):
     """The tuned records to apply, and where they come from: --records DIR, the shipped family, or none."""
-    from .records import load_records, shipped_database
+    from .schedule.records import load_records, shipped_database
 
     if not request.tuned:
         return None, None
@@ -130,103 +112,33 @@ def records_database(request: CompileRequest, preset):
     return None, None
 
 
-def write_artifact(out: Path, executable, manifest: dict, fcompile, force: bool) -> None:
-    """Export into a temporary folder beside `out`, then rename it into place (the old one kept until then)."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the artifact gets the user's usual mode
-        lib = tmp / LIBRARY
-        try:
-            executable.export_library(str(lib), fcompile=fcompile) if fcompile else executable.export_library(str(lib))
-        except Exception as exc:
-            raise MnetError(f"linking {LIBRARY} failed: {' '.join(str(exc).split())[:300]}") from None
-        manifest["files"] = {LIBRARY: {"sha256": sha256(lib), "bytes": lib.stat().st_size}}
-        with open(tmp / MANIFEST, "w") as f:
-            json.dump(manifest, f, indent=2)
-            f.write("\n")
-        old = None
-        if out.exists():
-            if not force:
-                raise MnetError(f"output folder {out} already exists; pass --force to replace it")
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-        tmp.rename(out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+def progress_log(log):
+    """A step logger that prefixes the seconds since it was made."""
+    start = time.perf_counter()
+    return lambda message: log(f"[{time.perf_counter() - start:6.1f}s] {message}")
 
 
-def make_manifest(request: CompileRequest, preset, target, input_name: str, info=None) -> dict:
-    """The manifest; `info` (frontends.ModelInput) describes a --from model file, whose input it records as is."""
-    import tvm
-    import tvm_ffi
+def load_model(request: CompileRequest, preset: Preset, step):
+    """The loaded-model step of both compile and tune: the requested model as an optimized Relax module.
 
-    weights = (
-        {"source": "file", "path": os.path.abspath(request.weights), "sha256": sha256(Path(request.weights))}
-        if request.weights
-        else {"source": "seed", "seed": request.seed}
-    )
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "model": request.model,
-        "alpha": request.alpha,
-        "resolution": request.resolution,
-        "classes": request.classes,
-        "weights": weights,
-        "input": {"name": input_name, "shape": list(request.input_shape), "dtype": "float32", "layout": "NCHW"},
-        "preprocessing": PREPROCESSING,
-        "output": {"shape": [1, request.classes], "dtype": "float32", "kind": "logits"},
-        "target": {"preset": preset.name, "arch": preset.arch, "tvm": json.loads(str(target))},
-        "tvm_version": tvm.__version__,
-        "tvm_ffi_version": tvm_ffi.__version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    if info is not None:
-        source = {"format": info.format, "path": os.path.abspath(request.source), "sha256": sha256(Path(request.source))}
-        manifest.update(
-            model=Path(request.source).stem, alpha=None, resolution=info.resolution, classes=info.classes,
-            weights={"source": "model_file"}, source=source, input=info.manifest_input(),
-            preprocessing=dict(info.preprocessing),
-            output={"shape": list(info.output_shape), "dtype": "float32", "kind": info.output_kind},
-        )
-    manifest["preprocessing"] = image_preprocessing(manifest["preprocessing"], manifest["input"])
-    return manifest
-
-
-def image_preprocessing(base: dict, input_info: dict) -> dict:
-    """How an image becomes the input: resize the shorter side to crop*256/224 (bilinear), center-crop, normalize."""
-    shape, layout = input_info["shape"], input_info.get("layout", "NCHW")
-    height, width = (shape[1], shape[2]) if layout == "NHWC" else (shape[2], shape[3])
-    return dict(base, resize_shorter=int(min(height, width) * 256 / 224), center_crop=[height, width])
-
-
-def check_source(request: CompileRequest):
-    """Fail fast on bad model input (a --from file that is not a model, unfit --weights); return the torch model."""
+    Returns (module, input name, frontends.ModelInput of a --from file or None). Bad input (a file that is no
+    model, unfit --weights) fails before the first step is logged.
+    """
     from . import frontends
-    from .architectures import build_architecture
-
-    if request.source:
-        frontends.detect_format(request.source)
-        return None
-    return build_architecture(request.model, request.alpha, request.classes, request.seed, request.weights)
-
-
-def import_model(request: CompileRequest, model, target, step):
-    """The requested model as an optimized Relax module, with its input name and (for --from files) file info."""
-    from . import frontends, passes
+    from .graph import passes
 
     info = None
     if request.source:
-        step(f"importing {request.source} into Relax for {target}")
+        frontends.detect_format(request.source)
+        step(f"importing {request.source} into Relax for {preset.tvm}")
         mod, info = frontends.load_model_file(request.source, request.source_shape)
         input_name = info.name
         step(f"{info.format} model: input '{info.name}' {info.shape} {info.dtype} {info.layout}, output {info.output_shape}")
     else:
-        step(f"{request.model} alpha={request.alpha:g} resolution={request.resolution} for {target}")
+        from .models import create_model
+
+        model = create_model(request.model, request.alpha, request.classes, request.seed, request.weights)
+        step(f"{request.model} alpha={request.alpha:g} resolution={request.resolution} for {preset.tvm}")
         step("importing with torch.export into Relax")
         mod = frontends.from_torch(model, request.input_shape)
         input_name = mod["main"].params[0].name
@@ -234,34 +146,59 @@ def import_model(request: CompileRequest, model, target, step):
     return passes.optimize(mod), input_name, info
 
 
-def progress_log(log):
-    """A step logger that prefixes the seconds since it was made."""
-    start = time.perf_counter()
-    return lambda message: log(f"[{time.perf_counter() - start:6.1f}s] {message}")
-
-
 def compile_model(request: CompileRequest, log=print) -> Path:
     """The main job: build the artifact folder for `request` and return its path."""
-    from .targets import load_preset
+    from .export.artifact import make_manifest, write_artifact
+    from .export.executable import compile_executable
 
     preset = load_preset(request.target)
-    out = output_dir(request)
+    out = output_dir(request, preset)
     fcompile = preset.compiler(request.cc, request.sysroot)  # a missing compiler fails before the slow part
-    target = preset.tvm_target()
-    model = check_source(request)
     step = progress_log(log)
-    mod, input_name, info = import_model(request, model, target, step)
+    mod, input_name, info = load_model(request, preset, step)
     database, records = records_database(request, preset)
     step(f"compiling kernels ({f'tuned records from {records}' if records else 'no tuned records'})")
-    executable, stats = compile_executable(mod, target, database)
+    executable, stats = compile_executable(mod, preset, database)
     step(f"tuned records applied to {stats['tuned']} of {stats['kernels']} kernels")
-    manifest = make_manifest(request, preset, target, input_name, info)
+    manifest = make_manifest(request, preset, input_name, info)
     manifest["schedules"] = {"records": str(records) if records else None, **stats}
     step(f"exporting to {out}")
     write_artifact(out, executable, manifest, fcompile, request.force)
     if request.bundle:
-        from .bundle import write_bundle
+        from .device.bundle import write_bundle
 
         step(f"device bundle {write_bundle(out, preset)}")
     step("done")
     return out
+
+
+def tune_model(request: CompileRequest, trials: int, work_dir: str | None = None, progress=None, log=print,
+               rpc: str | None = None, key: str | None = None) -> Path:
+    """`mnet-compile tune`: tune the kernels of the requested model for its preset; returns the work folder.
+
+    work_dir defaults to artifacts/tuning/<preset>; rerunning resumes it. rpc="HOST:PORT" and key: measure on
+    a board of that key through TVM's RPC tracker (schedule/remote.py), candidates cross-compiled here.
+    """
+    from .graph.passes import fuse
+    from .schedule.tuning import tune
+
+    preset = load_preset(request.target)
+    work_dir = Path(work_dir or Path("artifacts") / "tuning" / preset.name).absolute()
+    builder = runner = None
+    if rpc is not None or key is not None:
+        if rpc is None:
+            raise MnetError("--key names a device on an RPC tracker; give the tracker with --rpc HOST:PORT")
+        from .schedule.remote import remote_measure
+
+        builder, runner = remote_measure(preset, rpc, key, log)  # checks the tracker and the key first
+    elif not preset.runs_here:
+        raise MnetError(f"target {preset.name} does not run on this {platform.machine()} machine, so it cannot be tuned here")
+    mod, _, _ = load_model(request, preset, progress_log(log))
+    log(f"tuning {trials} trials into {work_dir} (rerun to resume)")
+    try:
+        tune(fuse(mod), preset.tvm, str(work_dir), trials, progress=progress, builder=builder, runner=runner)
+    except Exception:
+        if runner is not None and runner.failure is not None:  # the tracker or device failed: one line
+            raise runner.failure from None
+        raise
+    return work_dir
