@@ -5,12 +5,11 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mnet_compile import runtime
+from mnet_compile.device import runtime
 
 
 @pytest.fixture
@@ -40,10 +39,14 @@ def test_missing_files_are_refused(artifact_copy, tmp_path):
 
 
 def test_other_architecture_is_refused_before_dlopen(artifact_copy):
+    """An AArch64 model.so must not reach dlopen here: a library that no dlopen could load (with its checksum
+    updated) shows that the architecture is checked first."""
+    (artifact_copy / "model.so").write_bytes(b"\x7fELF not a library any dlopen would load")
     manifest = json.loads((artifact_copy / "manifest.json").read_text())
     manifest["target"]["arch"] = "aarch64"
+    manifest["files"]["model.so"]["sha256"] = runtime.sha256(artifact_copy / "model.so")
     (artifact_copy / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(runtime.ArtifactError, match="built for aarch64"):
+    with pytest.raises(runtime.ArtifactError, match="built for aarch64 \\(x86\\), this machine is x86_64"):
         runtime.load(str(artifact_copy))
 
 
@@ -58,8 +61,17 @@ def test_input_checks_and_helpers(artifact_copy):
     logits = model(x)[0]
     assert [i for i, _ in top] == list(np.argsort(-logits, kind="stable")[:5])
     assert abs(sum(p for _, p in model.classify(x, k=1000)) - 1) < 1e-6
-    timing = model.benchmark(repeat=3, warmup=1)
-    assert timing["runs"] == 3 and 0 < timing["min_ms"] <= timing["median_ms"] <= timing["p90_ms"]
+
+
+def test_benchmark_statistics(artifact_copy, monkeypatch):
+    """Warm-up runs are left out; median, p90 and min are of the timed runs (a fake clock makes them known)."""
+    model = runtime.load(str(artifact_copy))
+    ticks = [0.0, 0.0]  # the two warm-up runs read the clock once each
+    for second, ms in enumerate([4.0, 1.0, 3.0, 2.0, 5.0], 1):  # each timed run reads it before and after
+        ticks += [second, second + ms / 1e3]
+    monkeypatch.setattr(runtime.time, "perf_counter", iter(ticks).__next__)
+    timing = model.benchmark(repeat=5, warmup=2)
+    assert timing == {"median_ms": pytest.approx(3.0), "p90_ms": pytest.approx(4.6), "min_ms": pytest.approx(1.0), "runs": 5}
 
 
 def test_loader_runs_with_runtime_only(artifact_copy, tmp_path):

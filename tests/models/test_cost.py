@@ -3,11 +3,12 @@
 import json
 
 import pytest
+import torch
 from torch import nn
 
-from mnet_compile.cost import cost_report, format_cost_report
 from mnet_compile.errors import MnetError
-from mnet_compile.model import MobileNetV1
+from mnet_compile.models.cost import cost_report, format_cost_report
+from mnet_compile.models.mobilenet_v1 import MobileNetV1
 
 
 @pytest.mark.parametrize(
@@ -59,6 +60,22 @@ def test_params_match_torch_model(alpha, classes):
     assert report["totals"]["params"] + report["totals"]["bias"] == with_bias
     bn = sum(p.numel() for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters())
     assert report["totals"]["bn_params"] == bn
+
+
+@pytest.mark.parametrize("alpha, resolution, classes", [(1.0, 224, 1000), (0.35, 96, 10)])
+def test_rows_match_torch_model(alpha, resolution, classes):
+    """The table the report is computed from is the one the torch module runs: shapes and mult-adds per layer."""
+    model = MobileNetV1(alpha, classes).eval()
+    seen = []
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            m.register_forward_hook(lambda m, args, out: seen.append((list(args[0].shape[1:]), list(out.shape[1:]))))
+    with torch.no_grad():
+        model(torch.zeros(1, 3, resolution, resolution))
+    rows = [r for r in cost_report(alpha, resolution, classes)["rows"] if r["type"] != "avgpool"]
+    assert [(r["input"], r["output"]) for r in rows] == seen
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert [r["mult_adds"] for r in rows[:-1]] == [m.weight.numel() * r["output"][1] * r["output"][2] for m, r in zip(convs, rows)]
 
 
 def test_rows():

@@ -2,8 +2,9 @@
 
 A tracker and an x86 RPC server (key "x86-local") run as subprocesses on free ports for this module; the
 candidates are built here with the preset's compiler and timed by the server. The tracker needs tornado
-(pip install tornado, or apache-tvm[rpc]). The slow test runs the server in an emulated AArch64 CPython
-(devicekit.emulated_python: debootstrap, qemu-aarch64-static) and tunes the arm_cpu preset through it.
+(pip install tornado, or apache-tvm[rpc]): without it each test that needs a tracker skips, the others run.
+The slow test runs the server in an emulated AArch64 CPython (tests/emulation.py: debootstrap,
+qemu-aarch64-static) and tunes the arm_cpu preset through it. Nothing here asserts how long anything took.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("tornado", reason="the RPC tracker needs tornado (pip install tornado)")
+from mnet_compile.cli import main
+from mnet_compile.errors import MnetError
+from mnet_compile.schedule import remote
 
-from mnet_compile import remote  # noqa: E402
-from mnet_compile.cli import main  # noqa: E402
-from mnet_compile.errors import MnetError  # noqa: E402
+from ..helpers import error_line
 
 TINY = ["--alpha", "0.25", "--resolution", "32"]
 KEY = "x86-local"
@@ -54,6 +55,7 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def start_tracker(log_dir: Path) -> tuple[subprocess.Popen, int]:
+    pytest.importorskip("tornado", reason="the RPC tracker needs tornado (pip install tornado)")
     port = free_port()
     cmd = [sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1)]
     return start(cmd, log_dir / "tracker.log", env=dict(os.environ, TVM_USE_RUNTIME_LIB="1")), port  # no compiler needed
@@ -109,15 +111,13 @@ def tune_args(work, rpc_addr, key=KEY, trials=3, target="x86"):
 
 @pytest.fixture(scope="module")
 def tuned(rpc, tmp_path_factory):
-    """A work folder tuned with 3 trials through the tracker: (folder, exit code, stderr, seconds)."""
+    """A work folder tuned with 3 trials through the tracker: (folder, exit code)."""
     work = tmp_path_factory.mktemp("rpc-tuned") / "records"
-    start_time = time.time()
-    code = main(tune_args(work, rpc))
-    return work, code, time.time() - start_time
+    return work, main(tune_args(work, rpc))
 
 
 def test_tune_through_rpc_then_build_with_records(tuned, capsys, tmp_path):
-    work, code, _ = tuned
+    work, code = tuned
     assert code == 0
     recs = records(work)
     assert len(recs) >= 3
@@ -130,29 +130,28 @@ def test_tune_through_rpc_then_build_with_records(tuned, capsys, tmp_path):
     assert code == 0 and applied > 0 and f"tuned records applied to {applied} of" in err
 
 
-def last_line(capsys) -> tuple[str, int]:
-    lines = [line for line in capsys.readouterr().err.strip().splitlines() if line.strip()]
-    return lines[-1], len(lines)
+def only_line(capsys) -> str:
+    """The one line stderr has: the error, with no progress line before it (so nothing slow had started)."""
+    err = capsys.readouterr().err
+    assert len([line for line in err.splitlines() if line.strip()]) == 1, err
+    return error_line(err)
 
 
-def test_tracker_that_does_not_answer_fails_fast(capsys, tmp_path):
+def test_tracker_that_does_not_answer_fails_before_any_work(capsys, tmp_path):
     port = free_port()  # nothing listens there
-    start_time = time.time()
     code = main(tune_args(tmp_path / "w", f"127.0.0.1:{port}", key="rpi4", target="rpi4"))
-    line, count = last_line(capsys)
-    assert code == 1 and count == 1, line
-    assert line.startswith(f"error: RPC tracker 127.0.0.1:{port} does not answer"), line
-    assert time.time() - start_time < 5
+    line = only_line(capsys)
+    assert code == 1 and line.startswith(f"error: RPC tracker 127.0.0.1:{port} does not answer"), line
     assert not (tmp_path / "w").exists()
 
 
 def test_device_that_cannot_run_the_target_fails_before_tuning(rpc, capsys, tmp_path):
     """rpi4 (AArch64) code sent to the x86 server: a test kernel fails to load, before the model is imported."""
-    start_time = time.time()
     code = main(tune_args(tmp_path / "w", rpc, target="rpi4"))
-    line, _ = last_line(capsys)
-    assert code == 1 and line.startswith(f"error: the device with key {KEY} cannot run code built for rpi4 (aarch64)"), line
-    assert time.time() - start_time < 30 and not (tmp_path / "w").exists()
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 1 and len(lines) == 1, lines  # no progress line: the model was not imported
+    assert lines[0].startswith(f"error: the device with key {KEY} cannot run code built for rpi4 (aarch64)"), lines
+    assert not (tmp_path / "w").exists()
     held = remote.open_session(remote.RemoteConfig(*remote.parse_rpc(rpc), KEY, device_wait=10))
     del held  # the failed check gave the device back
 
@@ -169,8 +168,7 @@ def test_device_that_cannot_run_the_target_fails_before_tuning(rpc, capsys, tmp_
 )
 def test_bad_rpc_arguments(capsys, tmp_path, args, message):
     code = main(["tune", *TINY, "--work-dir", str(tmp_path / "w"), *args])
-    line, count = last_line(capsys)
-    assert code == 1 and count == 1 and message in line, line
+    assert code == 1 and message in only_line(capsys)
 
 
 def test_key_with_no_free_device(rpc, tuned, capsys, tmp_path, monkeypatch):
@@ -179,21 +177,19 @@ def test_key_with_no_free_device(rpc, tuned, capsys, tmp_path, monkeypatch):
     shutil.copytree(tuned[0], work)
     before = (work / "database_tuning_record.json").read_bytes()
     assert main(tune_args(work, rpc, key="no-such-board")) == 1
-    line, count = last_line(capsys)
-    assert count == 1 and "no free device with key no-such-board on the tracker" in line and KEY in line, line
+    line = only_line(capsys)
+    assert "no free device with key no-such-board on the tracker" in line and KEY in line, line
 
     host, port = remote.parse_rpc(rpc)
     held = remote.open_session(remote.RemoteConfig(host, port, KEY, device_wait=30))  # the only x86-local device
     monkeypatch.setenv("MNET_RPC_WAIT", "2")
     try:
-        start_time = time.time()
         code = main(tune_args(work, rpc, trials=6))
-        elapsed = time.time() - start_time
     finally:
         del held
-    line, count = last_line(capsys)
-    assert code == 1 and count == 1 and f"no free device with key {KEY} on the tracker {rpc}" in line, line
-    assert "waited 2 s" in line and 2 <= elapsed < 10
+    line = only_line(capsys)
+    assert code == 1 and f"no free device with key {KEY} on the tracker {rpc}" in line, line
+    assert "waited 2 s" in line  # MNET_RPC_WAIT is the deadline the message reports
     assert (work / "database_tuning_record.json").read_bytes() == before
 
 
@@ -258,12 +254,13 @@ def test_tracker_lost_mid_run_keeps_records(rpc, capsys, tmp_path):
     threading.Thread(target=watch, daemon=True).start()
     code = main(tune_args(work, f"127.0.0.1:{proxy.port}", trials=40))
     proxy.stop()
-    line, _ = last_line(capsys)
+    err = capsys.readouterr().err
+    line = [line for line in err.strip().splitlines() if line.strip()][-1]
     assert code == 1 and line.startswith(f"error: RPC tracker 127.0.0.1:{proxy.port} does not answer"), line
-    assert "Traceback" not in capsys.readouterr().err
+    assert "Traceback" not in err
     kept = records(work)
     assert seen and len(kept) >= seen[0] >= 1
-    from mnet_compile.tuning import open_database
+    from mnet_compile.schedule.tuning import open_database
 
     assert len(open_database(str(work)).get_all_tuning_records()) == len(kept)  # loads for the rerun that resumes
 
@@ -308,10 +305,10 @@ def test_tune_arm_cpu_through_emulated_aarch64_rpc_server(rpc, capsys, tmp_path,
     """TVM's RPC server in Debian's arm64 CPython under qemu (cortex-a72), runtime-only TVM
     (TVM_USE_RUNTIME_LIB=1: no compiler, no random fill), registered with the loopback tracker; the
     arm_cpu candidates are cross-compiled here. Emulated timings mean nothing: this proves the path."""
-    from mnet_compile import devicekit
+    from ..emulation import emulated_python, install_wheels
 
-    root = devicekit.emulated_python("aarch64")
-    devicekit.install_wheels(root, "aarch64")
+    root = emulated_python("aarch64")
+    install_wheels(root, "aarch64")
     python = sorted(p for p in (root / "usr" / "bin").glob("python3.*") if p.name[len("python3."):].isdigit())[-1]
     qemu = [shutil.which("qemu-aarch64-static"), "-cpu", "cortex-a72", "-L", str(root), str(python)]
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(root / "opt" / "site"),
@@ -320,17 +317,13 @@ def test_tune_arm_cpu_through_emulated_aarch64_rpc_server(rpc, capsys, tmp_path,
     (tmp_path / "rpc_server.py").write_text(EMULATED_SERVER)
     server = start(qemu + [str(tmp_path / "rpc_server.py"), str(free_port()), str(port), "arm-qemu"], tmp_path / "server.log", env=env)
     try:
-        start_time = time.time()
         wait_for_key(port, "arm-qemu", [server], timeout=300)
-        started = time.time() - start_time
         monkeypatch.setenv("MNET_RPC_SESSION_TIMEOUT", "300")
         work = tmp_path / "records"
         code = main(tune_args(work, rpc, key="arm-qemu", trials=3, target="arm_cpu"))
-        tuned = time.time() - start_time - started
         err = capsys.readouterr().err
     finally:
         stop(server)
-    print(f"aarch64 server up in {started:.0f} s; 3 trials in {tuned:.0f} s")
     assert code == 0, err[-3000:] + (tmp_path / "server.log").read_text()[-3000:]
     recs = records(work)
     secs = [float(s) for r in recs for s in (r[1][1] or [])]
