@@ -68,7 +68,7 @@ def _runner(runtime: str, folder: Path, threads: int):
 
         core = ov.Core()
         compiled = core.compile_model(
-            str(folder / "model.onnx"), "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+            str(folder / "model.onnx"), "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
         )
         request = compiled.create_infer_request()
         return lambda x: request.infer([x])[compiled.output(0)]
