@@ -7,8 +7,9 @@ import torch
 
 from mnet_compile.device import runtime
 from mnet_compile.models import create_model
-from mnet_compile.pipeline import CompileRequest, compile_model
+from mnet_compile.pipeline import CompileRequest, compile_model, tune_model
 
+from .frontends.files import export_onnx
 from .helpers import assert_matches_pytorch, random_input
 
 # The paper's width multipliers at 224 and 128, and one at each other paper resolution.
@@ -46,3 +47,14 @@ def test_weights_file(compiled, tmp_path):
     assert_matches_pytorch(runtime.load(str(out))(x), x, alpha=0.25, seed=123)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["weights"]["source"] == "file" and len(manifest["weights"]["sha256"]) == 64
+
+
+def test_model_file_is_tuned_and_its_records_apply(tmp_path):
+    """tune and compile share the loaded-model step, so a --from file tunes as a built-in model does."""
+    path = export_onnx(create_model(alpha=0.25, seed=2), tmp_path / "m.onnx", 32)
+    work = tune_model(CompileRequest(source=str(path)), 3, str(tmp_path / "records"), log=lambda m: None)
+    assert work == tmp_path / "records" and (work / "database_tuning_record.json").read_text().count("\n") >= 3
+    out = compile_model(CompileRequest(source=str(path), records=str(work), output=str(tmp_path / "art")), log=lambda m: None)
+    assert json.loads((out / "manifest.json").read_text())["schedules"]["tuned"] > 0
+    x = random_input((1, 3, 32, 32))
+    assert_matches_pytorch(runtime.load(str(out))(x), x, alpha=0.25, seed=2)
