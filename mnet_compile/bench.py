@@ -39,17 +39,17 @@ def _time(run, x, runs: int) -> tuple[list[float], np.ndarray]:
 def _runner(runtime: str, folder: Path, threads: int):
     """A callable for one runtime, with its thread count set; imports only that runtime."""
     if runtime == "mnet-compile":
-        from .runtime import load
+        from .device.runtime import load
 
         return load(str(folder / "artifact"))
     if runtime == "pytorch":
         import torch
 
-        from .model import build_model
+        from .models import create_model
 
         torch.set_num_threads(threads)
         config = json.loads((folder / "config.json").read_text())
-        model = build_model(config["alpha"], seed=config["seed"])
+        model = create_model(alpha=config["alpha"], seed=config["seed"])
 
         def run(x):
             with torch.inference_mode():
@@ -70,7 +70,7 @@ def _runner(runtime: str, folder: Path, threads: int):
 
         core = ov.Core()
         compiled = core.compile_model(
-            str(folder / "model.onnx"), "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+            str(folder / "model.onnx"), "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
         )
         request = compiled.create_infer_request()
         return lambda x: request.infer([x])[compiled.output(0)]
@@ -185,12 +185,12 @@ def prepare(alpha: float, resolution: int, folder: Path, tuned: bool, log) -> No
     """Model files for every peer plus our artifact, all with the same seeded weights."""
     import torch
 
-    from .build import CompileRequest, compile_model
-    from .model import build_model
+    from .models import create_model
     from .peer_models import write_onnx, write_tflite
+    from .pipeline import CompileRequest, compile_model
 
     folder.mkdir(parents=True, exist_ok=True)
-    model = build_model(alpha, seed=0)
+    model = create_model(alpha=alpha, seed=0)
     x = np.random.default_rng(0).standard_normal((1, 3, resolution, resolution)).astype("float32")
     np.save(folder / "x.npy", x)
     np.save(folder / "ref.npy", model(torch.from_numpy(x)).detach().numpy())
@@ -220,7 +220,7 @@ def artifact_folder(workdir, alpha: float, resolution: int) -> Path:
 
 def run_benchmark(configs, peers=PEERS, rounds=3, runs=50, threads=2, workdir=BENCH_DIR, tuned=True, log=print):
     """Measure every (config, runtime) in interleaved rounds; return the result rows and the FMA peak."""
-    from .cost import cost_report
+    from .models.cost import cost_report
 
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ def kernel_times(folder: str, runs: int) -> dict:
     """{kernel symbol: (seconds per inference, calls per inference)} over `runs` inferences."""
     import tvm
 
-    from .runtime import load
+    from .device.runtime import load
 
     model = load(folder)
     vm = model._vm
