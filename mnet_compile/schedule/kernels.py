@@ -16,6 +16,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir import meta_schedule as ms
 from tvm.target import Target
 
+from .rules import default_schedule as derived_schedule
 from .tunable import tunable_kernels
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def default_schedule(kmod: tvm.IRModule, target: Target) -> tirx.PrimFunc:
     """The conv rules' blocking derived from shape and ISA (`rules.default_schedule`); for any other
     kernel a deterministic sample of the MetaSchedule design space, postprocessed: parallel outer loop,
     vectorized inner loop, tiled; never the bare loop nest."""
-    if target.kind.name == "llvm" and (derived := rules.default_schedule(kmod, target)) is not None:
+    if target.kind.name == "llvm" and (derived := derived_schedule(kmod, target)) is not None:
         return derived.mod["main"]
     for attempt in range(DEFAULT_TRIES):
         ctx = ms.TuneContext(

@@ -8,7 +8,7 @@ from tvm import s_tir
 from tvm.s_tir import meta_schedule as ms
 from tvm.target import Target
 
-from . import blocking
+from .blocking import depthwise, pointwise
 from .annotate import RULE_KEY
 from .conv import RULES, simd_width
 from .isa import ISAS
@@ -29,8 +29,8 @@ def _decisions(sch: s_tir.Schedule, block, kind: str, isa, cores: int) -> dict:
     out = [int(d) for d in sch.get(block).writes[0].source.shape]  # (1, H, W, C)
     vectors = out[3] // simd_width(out[3], isa.lanes)
     if kind == "conv1x1":
-        return blocking.pointwise(out[1], out[2], vectors, isa, cores)
-    return blocking.depthwise(out[1], out[2], vectors, isa, cores)
+        return pointwise(out[1], out[2], vectors, isa, cores)
+    return depthwise(out[1], out[2], vectors, isa, cores)
 
 
 def default_schedule(kmod: tvm.IRModule, target: Target) -> s_tir.Schedule | None:
