@@ -11,12 +11,14 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 PEERS = ["mnet-compile", "pytorch", "onnxruntime", "openvino", "tflite"]
+BENCH_DIR = "artifacts/bench"
 
 
 # ---- workers: run inside their own process -------------------------------------------------------
@@ -37,17 +39,17 @@ def _time(run, x, runs: int) -> tuple[list[float], np.ndarray]:
 def _runner(runtime: str, folder: Path, threads: int):
     """A callable for one runtime, with its thread count set; imports only that runtime."""
     if runtime == "mnet-compile":
-        from .runtime import load
+        from .device.runtime import load
 
         return load(str(folder / "artifact"))
     if runtime == "pytorch":
         import torch
 
-        from .model import build_model
+        from .models import create_model
 
         torch.set_num_threads(threads)
         config = json.loads((folder / "config.json").read_text())
-        model = build_model(config["alpha"], seed=config["seed"])
+        model = create_model(alpha=config["alpha"], seed=config["seed"])
 
         def run(x):
             with torch.inference_mode():
@@ -68,7 +70,7 @@ def _runner(runtime: str, folder: Path, threads: int):
 
         core = ov.Core()
         compiled = core.compile_model(
-            str(folder / "model.onnx"), "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+            str(folder / "model.onnx"), "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
         )
         request = compiled.create_infer_request()
         return lambda x: request.infer([x])[compiled.output(0)]
@@ -102,7 +104,23 @@ FMA_PEAK_C = r"""
 #include <immintrin.h>
 #include <stdio.h>
 #include <omp.h>
-int main(int argc, char **argv) {
+/* The widest FMA the CPU has: 16 fp32 lanes with AVX-512, else 8 (AVX2). */
+#ifdef __AVX512F__
+typedef __m512 vec;
+#define LANES 16
+#define SET1 _mm512_set1_ps
+#define FMA _mm512_fmadd_ps
+#define ADD _mm512_add_ps
+#define FIRST(v) _mm512_cvtss_f32(v)
+#else
+typedef __m256 vec;
+#define LANES 8
+#define SET1 _mm256_set1_ps
+#define FMA _mm256_fmadd_ps
+#define ADD _mm256_add_ps
+#define FIRST(v) _mm256_cvtss_f32(v)
+#endif
+int main(void) {
   long iters = 200000000L / 10;
   double best = 0;
   for (int rep = 0; rep < 5; rep++) {
@@ -110,51 +128,69 @@ int main(int argc, char **argv) {
     float sink = 0;
 #pragma omp parallel reduction(+ : sink)
     {
-      __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
-      __m256 a0 = m, a1 = c, a2 = m, a3 = c, a4 = m, a5 = c, a6 = m, a7 = c, a8 = m, a9 = c;
+      vec m = SET1(0.999999f), c = SET1(1e-7f);
+      vec a0 = m, a1 = c, a2 = m, a3 = c, a4 = m, a5 = c, a6 = m, a7 = c, a8 = m, a9 = c;
       for (long i = 0; i < iters / 8; i++) {  /* 10 independent FMA chains hide the FMA latency */
-        a0 = _mm256_fmadd_ps(a0, m, c); a1 = _mm256_fmadd_ps(a1, m, c); a2 = _mm256_fmadd_ps(a2, m, c);
-        a3 = _mm256_fmadd_ps(a3, m, c); a4 = _mm256_fmadd_ps(a4, m, c); a5 = _mm256_fmadd_ps(a5, m, c);
-        a6 = _mm256_fmadd_ps(a6, m, c); a7 = _mm256_fmadd_ps(a7, m, c); a8 = _mm256_fmadd_ps(a8, m, c);
-        a9 = _mm256_fmadd_ps(a9, m, c);
+        a0 = FMA(a0, m, c); a1 = FMA(a1, m, c); a2 = FMA(a2, m, c); a3 = FMA(a3, m, c); a4 = FMA(a4, m, c);
+        a5 = FMA(a5, m, c); a6 = FMA(a6, m, c); a7 = FMA(a7, m, c); a8 = FMA(a8, m, c); a9 = FMA(a9, m, c);
       }
-      __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)),
-                               _mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(_mm256_add_ps(a6, a7), _mm256_add_ps(a8, a9))));
-      sink += s[0];
+      vec s = ADD(ADD(ADD(a0, a1), ADD(a2, a3)), ADD(ADD(a4, a5), ADD(ADD(a6, a7), ADD(a8, a9))));
+      sink += FIRST(s);
     }
     double dt = omp_get_wtime() - t0;
-    double flops = 2.0 * 8 * 10 * (iters / 8) * omp_get_max_threads();
+    double flops = 2.0 * LANES * 10 * (iters / 8) * omp_get_max_threads();
     if (flops / dt > best) best = flops / dt;
     if (sink == 12345) printf("!");
   }
-  printf("%f\n", best / 1e9);
+  printf("%f %d\n", best / 1e9, LANES);
   return 0;
 }
 """
 
 
-def fma_peak_gflops(threads: int, workdir: Path) -> float | None:
-    """The machine's fp32 FMA peak on `threads` threads (AVX2), measured now; None off x86 or without gcc."""
+def fma_peak_gflops(threads: int) -> float | None:
+    """The machine's fp32 FMA peak on `threads` threads with its widest vectors (AVX-512 where the CPU
+    has it, else AVX2), measured now; None off x86 or without gcc."""
+    with tempfile.TemporaryDirectory(prefix="mnet-peak-") as tmp:
+        return _run_fma_peak(Path(tmp), threads)
+
+
+def _run_fma_peak(workdir: Path, threads: int) -> float | None:
     src, exe = workdir / "fma_peak.c", workdir / "fma_peak"
     src.write_text(FMA_PEAK_C)
     try:
-        subprocess.run(["gcc", "-O3", "-mavx2", "-mfma", "-fopenmp", str(src), "-o", str(exe)], check=True, capture_output=True)
+        subprocess.run(["gcc", "-O3", "-march=native", "-mfma", "-fopenmp", str(src), "-o", str(exe)], check=True, capture_output=True)
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-        return float(subprocess.run([str(exe)], check=True, capture_output=True, text=True, env=env).stdout)
-    except (OSError, subprocess.CalledProcessError, ValueError):
+        return float(subprocess.run([str(exe)], check=True, capture_output=True, text=True, env=env).stdout.split()[0])
+    except (OSError, subprocess.CalledProcessError, ValueError, IndexError):
         return None
+
+
+def cpu_description() -> str:
+    """The CPU model and its widest SIMD / integer dot-product features, from /proc/cpuinfo."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
+    except OSError:
+        return platform.machine()
+    info = {k.strip(): v.strip() for k, v in info.items()}
+    flags = set(info.get("flags", info.get("Features", "")).split())
+    isa = [f for f in ("avx512f", "avx512_vnni", "avx_vnni", "avx2", "fma", "asimd", "asimddp") if f in flags]
+    return f"{info.get('model name', platform.machine())}, {os.cpu_count()} logical CPUs, {' '.join(isa) or 'no AVX2/NEON'}"
 
 
 def prepare(alpha: float, resolution: int, folder: Path, tuned: bool, log) -> None:
     """Model files for every peer plus our artifact, all with the same seeded weights."""
     import torch
 
-    from .build import CompileRequest, compile_model
-    from .model import build_model
+    from .models import create_model
     from .peer_models import write_onnx, write_tflite
+    from .pipeline import CompileRequest, compile_model
 
     folder.mkdir(parents=True, exist_ok=True)
-    model = build_model(alpha, seed=0)
+    model = create_model(alpha=alpha, seed=0)
     x = np.random.default_rng(0).standard_normal((1, 3, resolution, resolution)).astype("float32")
     np.save(folder / "x.npy", x)
     np.save(folder / "ref.npy", model(torch.from_numpy(x)).detach().numpy())
@@ -177,18 +213,23 @@ def _measure(runtime: str, folder: Path, runs: int, threads: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_benchmark(configs, peers=PEERS, rounds=3, runs=50, threads=2, workdir="artifacts/bench", tuned=True, log=print):
+def artifact_folder(workdir, alpha: float, resolution: int) -> Path:
+    """Where the bench keeps a config's model files (our artifact in its `artifact/`)."""
+    return Path(workdir).absolute() / f"{alpha}-{resolution}"
+
+
+def run_benchmark(configs, peers=PEERS, rounds=3, runs=50, threads=2, workdir=BENCH_DIR, tuned=True, log=print):
     """Measure every (config, runtime) in interleaved rounds; return the result rows and the FMA peak."""
-    from .cost import cost_report
+    from .models.cost import cost_report
 
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     folders = {}
     for alpha, resolution in configs:
-        folders[(alpha, resolution)] = workdir / f"{alpha}-{resolution}"
+        folders[(alpha, resolution)] = artifact_folder(workdir, alpha, resolution)
         log(f"preparing {alpha}-{resolution}")
         prepare(alpha, resolution, folders[(alpha, resolution)], tuned, log=lambda message: None)
-    peaks = [fma_peak_gflops(threads, workdir)]
+    peaks = [fma_peak_gflops(threads)]
     samples = {(c, p): [] for c in configs for p in peers}
     outputs, errors = {}, {}
     for r in range(rounds):
@@ -202,7 +243,7 @@ def run_benchmark(configs, peers=PEERS, rounds=3, runs=50, threads=2, workdir="a
                     continue
                 samples[(config, peer)] += result["times"]
                 outputs[(config, peer)] = np.array(result["output"], dtype=np.float32)
-        peaks.append(fma_peak_gflops(threads, workdir))  # the best of several: the machine drifts
+        peaks.append(fma_peak_gflops(threads))  # the best of several: the machine drifts
         log(f"round {r + 1}/{rounds} done")
     peak = max((p for p in peaks if p), default=None)
     rows = []
@@ -235,7 +276,8 @@ def run_benchmark(configs, peers=PEERS, rounds=3, runs=50, threads=2, workdir="a
 def format_results(rows, peak, threads) -> str:
     lines = [
         f"batch 1, fp32, {threads} threads; each runtime in its own process, rounds interleaved",
-        f"FMA peak measured now: {peak:.0f} GFLOP/s" if peak else "FMA peak: not measured (needs gcc and AVX2)",
+        f"CPU: {cpu_description()}",
+        f"fp32 FMA peak measured now (widest vectors): {peak:.0f} GFLOP/s" if peak else "FMA peak: not measured (needs gcc and AVX2)",
         f"{'config':9} {'runtime':13} {'median ms':>10} {'p90 ms':>8} {'peer/ours':>9} {'GFLOP/s':>8} {'peak':>6}  check",
     ]
     for row in rows:

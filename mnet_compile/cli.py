@@ -1,4 +1,7 @@
-"""The `mnet-compile` command line: argument parsing and messages only; the work is in plain functions."""
+"""The `mnet-compile` command line: argument parsing and messages only; the work is in pipeline.py and below.
+
+Starting it imports neither torch nor TVM, so `--help`, `targets` and `info` answer at once.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +10,72 @@ import os
 import sys
 
 import click
+from click.core import ParameterSource
 
+from .bench import BENCH_DIR, PEERS
+from .device.runtime import ArtifactError
 from .errors import MnetError
-from .model import RESOLUTION_RULE
-from .bench import PEERS
-from .runtime import ArtifactError
+from .models import MODELS, RESOLUTION_RULE
 
 
 def _log(message: str) -> None:
     click.echo(message, err=True)
 
 
-@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--target", default="x86", show_default=True, help="Target preset (`mnet-compile targets` lists them).")
-@click.option("--alpha", default="1.0", show_default=True, help="Width multiplier, a number in (0, 1].")
-@click.option("--resolution", default="224", show_default=True, help=f"Input size: {RESOLUTION_RULE}.")
-@click.option("--classes", default=1000, show_default=True, type=int, help="Number of output classes.")
-@click.option("--model", default="mobilenet_v1", show_default=True,
-              help="Built-in architecture: mobilenet_v1, mobilenet_v2, mobilenet_v3_small, mobilenet_v3_large.")
-@click.option("--from", "source", type=click.Path(), help="Compile a trained model file instead: .onnx, .tflite or .pt2 (torch.export).")
-@click.option("--input-shape", "source_shape", help="Fix a --from file's dynamic input dims, e.g. 1,3,224,224.")
+def _options(*decorators):
+    """Several click options as one decorator (each option is declared once, below, and shared)."""
+
+    def apply(f):
+        for decorator in reversed(decorators):
+            f = decorator(f)
+        return f
+
+    return apply
+
+
+TARGET = click.option("--target", default="x86", show_default=True,
+                      help="Target preset (`mnet-compile targets` lists them), or your own preset file: path/to/board.json.")
+MODEL = click.option("--model", default="mobilenet_v1", show_default=True, help=f"Built-in architecture: {', '.join(MODELS)}.")
+ALPHA = click.option("--alpha", default="1.0", show_default=True, help="Width multiplier, a number in (0, 1].")
+RESOLUTION = click.option("--resolution", default="224", show_default=True, help=f"Input size: {RESOLUTION_RULE}.")
+CLASSES = click.option("--classes", default=1000, show_default=True, type=int, help="Number of output classes.")
+SOURCE = click.option("--from", "source", type=click.Path(),
+                      help="A trained model file instead of a built-in model: .onnx, .tflite or .pt2 (torch.export).")
+INPUT_SHAPE = click.option("--input-shape", "source_shape", help="Fix a --from file's dynamic input dims, e.g. 1,3,224,224.")
+MODEL_OPTIONS = _options(TARGET, MODEL, ALPHA, RESOLUTION, CLASSES, SOURCE, INPUT_SHAPE)
+
+
+def _given(ctx: click.Context, options: dict) -> dict:
+    """The options the user typed: a request can then refuse those it would ignore (--alpha with --from)."""
+    return {name: value for name, value in options.items() if ctx.get_parameter_source(name) != ParameterSource.DEFAULT}
+
+
+class _Main(click.Group):
+    """`mnet-compile [OPTIONS]` is short for `mnet-compile compile [OPTIONS]`."""
+
+    def parse_args(self, ctx, args):
+        if not args or (args[0] not in self.commands and args[0] not in ctx.help_option_names):
+            args = ["compile", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
+def cli():
+    """Compile MobileNet (v1, v2, v3) or a trained model file into a native shared library plus manifest.
+
+    \b
+    mnet-compile --target x86 --alpha 0.25     compile (short for `mnet-compile compile ...`)
+    mnet-compile info --alpha 0.25             cost report (the paper's tables)
+    mnet-compile run DIR                       load an artifact, print top-5 and latency
+    mnet-compile --model mobilenet_v3_small    another built-in architecture
+    mnet-compile --from model.onnx             a trained model file (.onnx, .tflite, .pt2)
+    mnet-compile run DIR cat.jpg --labels L    classify an image
+    mnet-compile tune --alpha 0.25             tune the kernels (options go after the command)
+    """
+
+
+@cli.command("compile", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@MODEL_OPTIONS
 @click.option("--weights", type=click.Path(), help="PyTorch state_dict file (torchvision names) for the built-in model.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random weights (no --weights).")
 @click.option("--output", type=click.Path(), help="Artifact folder [default: artifacts/<model>_<alpha>_<res>_<target>, or <file stem>_<target>].")
@@ -38,36 +87,29 @@ def _log(message: str) -> None:
 @click.option("--sysroot", type=click.Path(), help="Sysroot of the device for --cc.")
 @click.option("--sign", type=click.Path(), help="Ed25519 private key (`mnet-compile keygen`): sign the manifest (manifest.sig).")
 @click.pass_context
-def cli(ctx, **options):
-    """Compile MobileNet (v1, v2, v3) or a trained model file into a native shared library plus manifest.
+def compile_(ctx, **options):
+    """Compile a model into an artifact folder: model.so (weights inside) and manifest.json."""
+    if ctx.args:  # `mnet-compile --alpha 0.25 tune`: the group's shortcut made these compile's arguments
+        extra = ctx.args[0]
+        if extra in cli.commands:
+            raise click.UsageError(f"options go after the command: mnet-compile {extra} [OPTIONS] (those before it would be ignored)")
+        if extra.startswith("-"):
+            raise click.NoSuchOption(extra)
+        raise click.UsageError(f"unexpected argument {extra!r}")
+    from .pipeline import CompileRequest, compile_model
 
-    \b
-    mnet-compile --target x86 --alpha 0.25     compile
-    mnet-compile info --alpha 0.25             cost report (the paper's tables)
-    mnet-compile run DIR                       load an artifact, print top-5 and latency
-    mnet-compile --model mobilenet_v3_small    another built-in architecture
-    mnet-compile --from model.onnx             a trained model file (.onnx, .tflite, .pt2)
-    mnet-compile run DIR cat.jpg --labels L    classify an image
-    """
-    if ctx.invoked_subcommand is not None:
-        return
-    from .build import CompileRequest, compile_model
-
-    out = compile_model(CompileRequest(**options), log=_log)
+    out = compile_model(CompileRequest(**_given(ctx, options)), log=_log)
     click.echo(str(out))
 
 
 @cli.command()
-@click.option("--alpha", default="1.0", show_default=True, help="Width multiplier, a number in (0, 1].")
-@click.option("--resolution", default="224", show_default=True, help=f"Input size: {RESOLUTION_RULE}.")
-@click.option("--classes", default=1000, show_default=True, type=int, help="Number of output classes.")
+@_options(ALPHA, RESOLUTION, CLASSES)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def info(alpha, resolution, classes, as_json):
-    """Per-layer mult-adds and parameters, with the paper's Table 2 shares and equation 5 ratios."""
-    from .cost import cost_report, format_cost_report
-    from .model import check_alpha, check_classes, check_resolution
+    """Per-layer mult-adds and parameters of MobileNet v1, with the paper's Table 2 shares and equation 5 ratios."""
+    from .models.cost import cost_report, format_cost_report
 
-    report = cost_report(check_alpha(alpha), check_resolution(resolution), check_classes(classes))
+    report = cost_report(alpha, resolution, classes)
     click.echo(json.dumps(report, indent=2) if as_json else format_cost_report(report))
 
 
@@ -95,18 +137,18 @@ def run(artifact, image, input_path, labels, repeat, public_key):
     """
     import numpy as np
 
-    from .runtime import load, preprocess
+    from .device.runtime import load, preprocess
 
     model = load(artifact, public_key=public_key)
     names = None
     if labels:
-        from .images import read_labels
+        from .device.images import read_labels
 
         names = read_labels(labels, model.manifest["output"]["shape"][-1])
     if image and input_path:
         raise MnetError("give an image or --input, not both")
     if image:
-        from .images import load_image
+        from .device.images import load_image
 
         x = preprocess(load_image(image), model.manifest)
     elif input_path:
@@ -122,52 +164,73 @@ def run(artifact, image, input_path, labels, repeat, public_key):
     click.echo(f"latency: median {timing['median_ms']:.3f} ms, p90 {timing['p90_ms']:.3f} ms ({repeat} runs)")
 
 
+# How `tune` writes the options it was given back into the command that resumes it (after Ctrl-C).
+_FLAGS = {"target": "--target", "model": "--model", "alpha": "--alpha", "resolution": "--resolution",
+          "classes": "--classes", "source": "--from", "source_shape": "--input-shape"}
+
+
+def _resume_hint(request, given: dict, trials: int, work_dir, rpc, key, minutes) -> tuple[str, str]:
+    """(the work folder, absolute; the line that says it is kept and how to resume) for `tune`."""
+    import shlex
+    from pathlib import Path
+
+    from .targets import load_preset
+
+    folder = os.path.abspath(work_dir or Path("artifacts") / "tuning" / load_preset(request.target).name)
+    args = []
+    for name, flag in _FLAGS.items():
+        if name in given:
+            value = given[name]
+            if name == "source_shape" and isinstance(value, tuple):
+                value = ",".join(map(str, value))
+            is_file = name == "source" or (name == "target" and str(value).endswith(".json"))
+            args += [flag, os.path.abspath(value) if is_file else str(value)]
+    args += ["--trials", str(trials), "--work-dir", folder]
+    args += (["--rpc", rpc] if rpc else []) + (["--key", key] if key else []) + (["--minutes", f"{minutes:g}"] if minutes else [])
+    return folder, f"the records measured so far are kept in {folder}; resume with: mnet-compile tune {shlex.join(args)}"
+
+
 @cli.command()
-@click.option("--target", default="x86", show_default=True, help="Target preset; it must run on this machine unless --rpc.")
-@click.option("--alpha", default="1.0", show_default=True, help="Width multiplier, a number in (0, 1].")
-@click.option("--resolution", default="224", show_default=True, help=f"Input size: {RESOLUTION_RULE}.")
-@click.option("--model", default="mobilenet_v1", show_default=True, help="Built-in architecture.")
+@MODEL_OPTIONS
 @click.option("--trials", default=500, show_default=True, type=int, help="Total trials in the work folder, spread over all kernels.")
 @click.option("--work-dir", type=click.Path(), help="Records folder [default: artifacts/tuning/<target>]; reruns resume it.")
 @click.option("--rpc", metavar="HOST:PORT", help="TVM RPC tracker: time the candidates on a board (built here with the preset's cross compiler).")
 @click.option("--key", help="Device key the board's RPC server registered with the tracker (with --rpc).")
-def tune(target, alpha, resolution, model, trials, work_dir, rpc, key):
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), help="Time budget: no new batch starts after it.")
+@click.pass_context
+def tune(ctx, trials, work_dir, rpc, key, minutes, **options):
     """Tune the model's kernels with MetaSchedule (XGBoost cost model); apply with `--records WORK_DIR`.
 
+    The target must run on this machine, unless a board measures through TVM's RPC tracker:
+
     \b
-    On a board: python -m tvm.exec.rpc_tracker --port 9190                     (this machine)
-                python -m tvm.exec.rpc_server --tracker HOST:9190 --key rpi4   (the board)
-                mnet-compile tune --target rpi4 --rpc HOST:9190 --key rpi4
+    python -m tvm.exec.rpc_tracker --port 9190                     (this machine)
+    python -m tvm.exec.rpc_server --tracker HOST:9190 --key rpi4   (the board)
+    mnet-compile tune --target rpi4 --rpc HOST:9190 --key rpi4
     """
-    from .build import CompileRequest
-    from .tuning import tune_model
+    from .pipeline import CompileRequest, tune_model
 
     if trials < 1:
         raise MnetError(f"--trials must be a positive integer, got {trials}")
-    request = CompileRequest(alpha=alpha, resolution=resolution, target=target, model=model)
-    work_dir = work_dir or f"artifacts/tuning/{target}"
+    request = CompileRequest(**_given(ctx, options))
     bar = click.progressbar(length=trials, label="tuning", file=sys.stderr, show_pos=True)
 
     def progress(done, total, estimate_ms):  # the bar appears once tuning starts, after all checks
         bar.label = f"tuning (kernel time estimate {estimate_ms:.3f} ms)" if estimate_ms else "tuning"
         bar.update(min(done, total) - bar.pos)
 
-    import shlex
+    from .schedule import interrupt
 
-    from . import interrupt
-
-    args = ["--target", target, "--alpha", alpha, "--resolution", resolution, "--model", model, "--trials", str(trials),
-            "--work-dir", os.path.abspath(work_dir)] + (["--rpc", rpc] if rpc else []) + (["--key", key] if key else [])
-    kept = f"the records measured so far are kept in {os.path.abspath(work_dir)}; resume with: mnet-compile tune {shlex.join(args)}"
+    _, resume = _resume_hint(request, _given(ctx, options), trials, work_dir, rpc, key, minutes)
     try:
-        with interrupt.deferred(kept, _log):  # Ctrl-C stops at a safe point, never inside TVM's C++
-            tune_model(request, trials, work_dir, progress=progress, log=_log, rpc=rpc, key=key)
+        with interrupt.deferred(resume, _log):  # Ctrl-C stops at a safe point, never inside TVM's C++
+            work_dir = tune_model(request, trials, work_dir, progress=progress, log=_log, rpc=rpc, key=key, minutes=minutes)
     except KeyboardInterrupt:
-        raise Interrupted(kept) from None
+        raise Interrupted(resume) from None
     finally:
         if bar.pos:
             bar.render_finish()
-    click.echo(os.path.abspath(work_dir))
+    click.echo(str(work_dir))
 
 
 @cli.command()
@@ -177,11 +240,12 @@ def tune(target, alpha, resolution, model, trials, work_dir, rpc, key):
 @click.option("--runs", default=50, show_default=True, type=click.IntRange(min=1), help="Timed inferences per process.")
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1), help="Threads for every runtime.")
 @click.option("--no-tuned", is_flag=True, help="Benchmark our build without the shipped tuned records.")
+@click.option("--profile", "with_profile", is_flag=True, help="Also print each config's per-kernel profile.")
 @click.option("--json", "json_path", type=click.Path(), help="Also write the result rows to this JSON file.")
-def bench(configs, peers, rounds, runs, threads, no_tuned, json_path):
+def bench(configs, peers, rounds, runs, threads, no_tuned, with_profile, json_path):
     """Latency against PyTorch, ONNX Runtime, OpenVINO and TFLite (XNNPACK) on the same weights."""
     from .bench import format_results, run_benchmark
-    from .model import check_alpha, check_resolution
+    from .models import check_alpha, check_resolution
 
     try:
         parsed = [(check_alpha(c.split("-")[0]), check_resolution(c.split("-")[1])) for c in configs.split(",")]
@@ -193,12 +257,35 @@ def bench(configs, peers, rounds, runs, threads, no_tuned, json_path):
         raise MnetError(f"--peers must include mnet-compile and be among {', '.join(PEERS)}")
     rows, peak = run_benchmark(parsed, names, rounds, runs, threads, tuned=not no_tuned, log=_log)
     click.echo(format_results(rows, peak, threads))
+    if with_profile:
+        from .bench import artifact_folder
+        from .profile import format_profile, profile
+
+        for alpha, resolution in parsed:
+            folder = str(artifact_folder(BENCH_DIR, alpha, resolution) / "artifact")
+            click.echo(f"\n{alpha}-{resolution}:\n" + format_profile(profile(folder, runs, threads, peak), peak))
     if json_path:
         try:
             with open(json_path, "w") as f:
                 json.dump({"threads": threads, "fma_peak_gflops": peak, "rows": rows}, f, indent=2)
         except OSError as exc:
             raise MnetError(f"cannot write {json_path}: {exc.strerror}") from None
+
+
+@cli.command("profile")
+@click.argument("artifact", type=click.Path())
+@click.option("--runs", default=50, show_default=True, type=click.IntRange(min=1), help="Inferences timed.")
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1), help="TVM threads.")
+def profile_command(artifact, runs, threads):
+    """Where the time goes: per fused kernel, time, calls, GFLOP/s, share of peak, record or default."""
+    from .bench import cpu_description, fma_peak_gflops
+    from .profile import format_profile, profile
+    from .device.runtime import read_manifest
+
+    read_manifest(artifact)  # a clean error for a folder that is no artifact
+    peak = fma_peak_gflops(threads)
+    click.echo(f"CPU: {cpu_description()}")
+    click.echo(format_profile(profile(artifact, runs, threads, peak), peak))
 
 
 @cli.command()
@@ -212,7 +299,7 @@ def keygen(path, force):
     mnet-compile --alpha 0.25 --sign keys/builder          sign at build time
     mnet-compile run DIR --public-key keys/builder.pub     refuse unless signed by that key
     """
-    from .signing import describe_public_key, generate_key
+    from .device.signing import describe_public_key, generate_key
 
     private, public = generate_key(path, force=force)
     _log(f"private key {private} (keep it secret), public key {public} (copy it to the devices), "
@@ -225,7 +312,7 @@ def keygen(path, force):
 @click.option("--key", "key", required=True, type=click.Path(), help="Ed25519 private key (`mnet-compile keygen`).")
 def sign(artifact, key):
     """Sign an existing artifact folder (its files are checked against the manifest first)."""
-    from .signing import sign_artifact
+    from .device.signing import sign_artifact
 
     click.echo(str(sign_artifact(artifact, key)))
 

@@ -130,7 +130,7 @@ class _TFLiteWriter:
 
 
 def write_tflite(model: nn.Module, resolution: int, path: Path) -> None:
-    """MobileNet v1 (model.py) as a float32 NHWC TFLite file with the same (BN-folded) weights."""
+    """MobileNet v1 (models/mobilenet_v1.py) as a float32 NHWC TFLite file with the same (BN-folded) weights."""
     import tflite as t
 
     w = _TFLiteWriter()

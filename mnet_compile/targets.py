@@ -1,42 +1,70 @@
-"""Target presets: targets/<name>.json -> TVM target, cross compiler and device facts."""
+"""Target presets: targets/<name>.json, or a user's own preset file, validated and resolved once into a Preset.
+
+A Preset knows its backend ("cpu" or "cuda"), its TVM target, its cross compiler and the device facts; the
+rest of the package asks it rather than looking at target kinds. Reading presets imports neither TVM nor
+torch (`mnet-compile targets` stays fast); the TVM target is made on first use.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
 
 from .errors import MnetError
 from .resources import data_dir
 
+BACKENDS = {"llvm": "cpu", "cuda": "cuda"}  # TVM target kind -> backend
+DESCRIPTION_LIMIT = 72  # one line of `mnet-compile targets`; longer notes belong in the README
+
 
 @dataclass(frozen=True)
 class Preset:
-    """One row of the preset table (see targets/*.json for the fields)."""
+    """One target preset (the fields of targets/*.json; "target" there is `tvm_spec` here)."""
 
     name: str
     description: str
-    target: dict
+    tvm_spec: dict  # the TVM target as JSON
     arch: str  # platform.machine() of the device that can load the .so
     cc: str | None = None  # cross compiler; None = the host's compiler
     cc_install: str | None = None  # the command that installs `cc`
-    schedules: str | None = None  # shipped-record family under schedules/
-    runtime: str = ""  # how the device gets the TVM runtime
+    runtime: str = ""  # how the device gets the TVM runtime ("{tvm}" stands for the pinned packages)
     qemu_cpu: str | None = None  # CPU model for qemu-user checks of the .so
     detect_host: bool = False  # fill mcpu and num-cores from this machine
 
-    def tvm_target(self):
-        """The tvm.target.Target this preset compiles for."""
+    @property
+    def backend(self) -> str:
+        """"cpu" or "cuda": how kernels are scheduled, in which scope they are compiled, where they run."""
+        return BACKENDS[self.tvm_spec["kind"]]
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.arch})"
+
+    @property
+    def runs_here(self) -> bool:
+        """Whether this machine can run (and so time) the preset's code."""
+        return self.backend == "cpu" and self.arch == platform.machine()
+
+    @cached_property
+    def tvm(self):
+        """The tvm.target.Target this preset compiles for (made once)."""
         import tvm
 
-        spec = dict(self.target)
+        spec = dict(self.tvm_spec)
         if self.detect_host:
             import psutil
 
             spec.setdefault("mcpu", tvm.target.codegen.llvm_get_system_cpu())
             spec.setdefault("num-cores", psutil.cpu_count(logical=False) or os.cpu_count() or 1)
-        return tvm.target.Target(spec)
+        try:
+            return tvm.target.Target(spec)
+        except Exception as exc:
+            raise MnetError(f"target preset {self.name}: TVM rejects its target: {' '.join(str(exc).split())[:200]}") from None
 
     def compiler(self, cc: str | None = None, sysroot: str | None = None):
         """The fcompile for export_library: the host compiler, or the (user's) cross compiler."""
@@ -54,17 +82,68 @@ class Preset:
         return tvm_cc.cross_compiler(cc, options=options)
 
 
+# field: (accepted types, required)
+_FIELDS = {
+    "description": ((str,), True),
+    "target": ((dict,), True),
+    "arch": ((str,), True),
+    "cc": ((str, type(None)), False),
+    "cc_install": ((str, type(None)), False),
+    "runtime": ((str,), False),
+    "qemu_cpu": ((str, type(None)), False),
+    "detect_host": ((bool,), False),
+}
+
+
 def preset_names() -> list[str]:
     return sorted(p[:-5] for p in os.listdir(data_dir("targets")) if p.endswith(".json"))
 
 
-def load_preset(name: str) -> Preset:
+def _preset_file(name_or_path: str) -> Path:
+    if name_or_path.endswith(".json") or os.sep in name_or_path:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise MnetError(f"target preset file {name_or_path} not found")
+        return path
     names = preset_names()
-    if name not in names:
-        raise MnetError(f"unknown target {name!r}; known targets: {', '.join(names)}")
-    with open(data_dir("targets") / f"{name}.json") as f:
-        spec = json.load(f)
-    unknown = set(spec) - {f.name for f in fields(Preset)}
+    if name_or_path not in names:
+        raise MnetError(f"unknown target {name_or_path!r}; known targets: {', '.join(names)} (or a preset file: path/to/board.json)")
+    return data_dir("targets") / f"{name_or_path}.json"
+
+
+def check_spec(name: str, spec) -> None:
+    """The checks every preset passes, shipped or the user's: known fields of the right types, one-line description."""
+    if not isinstance(spec, dict):
+        raise MnetError(f"target preset {name}: expected a JSON object")
+    unknown = set(spec) - set(_FIELDS)
     if unknown:
         raise MnetError(f"target preset {name} has unknown fields: {', '.join(sorted(unknown))}")
-    return Preset(name=name, **spec)
+    for field, (types, required) in _FIELDS.items():
+        if field not in spec:
+            if required:
+                raise MnetError(f"target preset {name} lacks the field {field!r}")
+        elif not isinstance(spec[field], types):
+            raise MnetError(f"target preset {name}: {field!r} must be {' or '.join(t.__name__ for t in types)}")
+    kind = spec["target"].get("kind")
+    if kind not in BACKENDS:
+        raise MnetError(f"target preset {name}: target kind must be one of {', '.join(BACKENDS)}, got {kind!r}")
+    description = spec["description"]
+    if not description.strip() or "\n" in description or len(description) > DESCRIPTION_LIMIT:
+        raise MnetError(
+            f"target preset {name}: the description must be one line of at most {DESCRIPTION_LIMIT} characters"
+        )
+
+
+def load_preset(name_or_path: str) -> Preset:
+    """A shipped preset by name, or a preset file (any path ending in .json), validated."""
+    path = _preset_file(str(name_or_path))
+    name = path.stem
+    try:
+        spec = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MnetError(f"cannot read target preset {path}: {exc}") from None
+    except ValueError as exc:
+        raise MnetError(f"target preset {path} is not valid JSON: {exc}") from None
+    check_spec(name, spec)
+    spec = dict(spec)
+    return Preset(name=name, tvm_spec=spec.pop("target"), **spec)

@@ -1,13 +1,13 @@
-"""Shared fixtures: artifacts compiled once per session, cached by their parameters."""
+"""The one artifact cache: every test that needs a compiled model asks `compiled`, so each is built once."""
 
 import pytest
 
-from mnet_compile.build import CompileRequest, compile_model
+from mnet_compile.pipeline import CompileRequest, compile_model
 
 
 @pytest.fixture(scope="session")
 def compiled(tmp_path_factory):
-    """compiled(alpha, resolution, target="x86", **options) -> artifact folder, built once per session."""
+    """compiled(alpha, resolution, target="x86", **CompileRequest fields) -> artifact folder, built once per session."""
     cache = {}
 
     def get(alpha, resolution, target="x86", **options):

@@ -2,17 +2,23 @@
 
 import json
 
+import numpy as np
+import pytest
+
 from mnet_compile.bench import PEERS, format_results, run_benchmark
 
 
 def test_every_peer_runs_and_matches_pytorch(tmp_path):
     rows, peak = run_benchmark([(0.25, 64)], PEERS, rounds=1, runs=3, threads=2, workdir=tmp_path, log=lambda m: None)
     assert [row["runtime"] for row in rows] == PEERS
+    ours = rows[0]["median_ms"]
+    ref = np.load(tmp_path / "0.25-64" / "ref.npy")
     for row in rows:
         assert "error" not in row, row
         assert row["matches_pytorch"], row  # the TFLite file is written by peer_models: same weights, NHWC
-        assert row["median_ms"] > 0 and row["p90_ms"] >= row["median_ms"]
-    assert rows[0]["ratio_to_ours"] == 1.0
+        assert row["max_abs_diff"] <= 1e-4 * np.abs(ref).max()
+        assert row["ratio_to_ours"] == pytest.approx(row["median_ms"] / ours)
+        assert row["gflops"] == pytest.approx(2 * 3_584_512 / row["median_ms"] / 1e6)  # 0.25-64: 3.6M mult-adds
     json.dumps(rows)  # --json writes them
     text = format_results(rows, peak, 2)
     assert "MISMATCH" not in text and text.count("0.25-64 ") == len(PEERS)

@@ -1,0 +1,27 @@
+"""The optimized Relax module -> a VM executable: fuse, schedule every kernel for the preset's backend, lower."""
+
+from __future__ import annotations
+
+import tvm
+
+from ..graph import passes
+from ..schedule.backends import BACKENDS
+
+
+def compile_executable(mod: tvm.IRModule, preset, database=None):
+    """Returns the VM executable and {"tuned": kernels scheduled from a record, "kernels": all kernels,
+    "per_kernel": {name: {"flops", "schedule"}}}.
+
+    Each kernel gets a tuned record from `database`, else a default schedule of its backend (schedule/).
+    """
+    backend, target = BACKENDS[preset.backend], preset.tvm
+    stats = {"tuned": 0, "kernels": 0, "per_kernel": {}}
+
+    @tvm.transform.module_pass(opt_level=0, name="MnetPipeline")
+    def pipeline(mod, _ctx):
+        fused = passes.fuse(mod)
+        mod, stats["tuned"], stats["kernels"] = backend.schedule(fused, target, database, stats["per_kernel"])
+        return passes.finalize(mod)
+
+    with backend.scope(target):
+        return tvm.compile(mod, target, relax_pipeline=pipeline), stats

@@ -1,0 +1,1 @@
+"""Graph passes on the imported Relax module: BatchNorm folding, constant folding, layout, fusion, lowering."""

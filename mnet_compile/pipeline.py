@@ -1,0 +1,244 @@
+"""The orchestrator: a request -> the model, loaded once -> an artifact folder (`compile_model`) or tuned
+records (`tune_model`). Each step is a plain function of a lower layer; the CLI only parses into a CompileRequest."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import MnetError
+from .models import check_alpha, check_classes, check_model, check_resolution
+from .targets import Preset, load_preset
+
+# What a built-in model gets when the request leaves a field out; a --from file brings its own.
+BUILT_IN_DEFAULTS = {"model": "mobilenet_v1", "alpha": 1.0, "resolution": 224, "classes": 1000, "seed": 0}
+
+
+@dataclass
+class CompileRequest:
+    """What the user asked for, validated on construction. None means "not given" (see BUILT_IN_DEFAULTS)."""
+
+    alpha: float | None = None
+    resolution: int | None = None
+    classes: int | None = None
+    target: str = "x86"  # a preset name or a preset file (path/to/board.json)
+    weights: str | None = None
+    seed: int | None = None
+    output: str | None = None
+    force: bool = False
+    tuned: bool = True  # apply tuned schedule records: --records DIR, else the preset's shipped ones
+    records: str | None = None  # a `mnet-compile tune` work folder
+    bundle: bool = False  # also write <output>.tar.gz for the device
+    cc: str | None = None  # the user's (cross) compiler instead of the preset's
+    sysroot: str | None = None  # the device's sysroot for that compiler
+    model: str | None = None  # a built-in architecture (models.MODELS)
+    source: str | None = None  # --from: a trained model file (.onnx, .tflite, .pt2) instead of a built-in model
+    source_shape: str | tuple | None = None  # --input-shape: fixes the file's dynamic input dims
+    sign: str | None = None  # --sign: an Ed25519 private key file; writes manifest.sig (device/signing.py)
+
+    def __post_init__(self):
+        from .frontends import parse_shape
+
+        self.source_shape = parse_shape(self.source_shape)
+        if self.source_shape and not self.source:
+            raise MnetError("--input-shape applies to a model file given with --from")
+        if self.records and not self.tuned:
+            raise MnetError("--records applies tuned records, --no-tuned builds without any: give one, not both")
+        if self.source:
+            if self.model is not None:
+                raise MnetError("--model chooses a built-in architecture; a model file given with --from brings its own")
+            if self.weights:
+                raise MnetError("--weights applies to the built-in models, not to a model file given with --from")
+            for field in ("alpha", "resolution", "classes", "seed"):
+                if getattr(self, field) is not None:
+                    raise MnetError(f"--{field} applies to the built-in models; a model file given with --from brings its own")
+            return
+        if self.weights and self.seed is not None:
+            raise MnetError("--seed draws random weights, --weights loads them: give one, not both")
+        for field, default in BUILT_IN_DEFAULTS.items():
+            if getattr(self, field) is None:
+                setattr(self, field, default)
+        self.model = check_model(self.model)
+        self.alpha = check_alpha(self.alpha)
+        self.resolution = check_resolution(self.resolution)
+        self.classes = check_classes(self.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        return (1, 3, self.resolution, self.resolution)
+
+    def artifact_name(self, preset: Preset) -> str:
+        if self.source:
+            return f"{Path(self.source).stem}_{preset.name}"
+        return f"{self.model}_{self.alpha}_{self.resolution}_{preset.name}"
+
+
+def output_dir(request: CompileRequest, preset: Preset) -> Path:
+    """The artifact folder, checked before any work is done: writable parent, no silent overwrite."""
+    out = Path(request.output) if request.output else Path("artifacts") / request.artifact_name(preset)
+    out = out.absolute()
+    if out.exists() and not out.is_dir():
+        raise MnetError(f"output {out} exists and is not a folder")
+    if out.exists() and not request.force:
+        raise MnetError(f"output folder {out} already exists; pass --force to replace it")
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MnetError(f"cannot create output folder {parent}: {exc.strerror}") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise MnetError(f"output folder {parent} is not writable")
+    return out
+
+
+def records_database(request: CompileRequest, preset: Preset):
+    """The tuned records to apply, and where they come from: --records DIR, the shipped records of the
+    target's family (chosen from its features: x86-avx512, x86-avx2, arm-neon, ...), or none."""
+    from .schedule.records import family_for, load_records, shipped_database
+
+    if not request.tuned:
+        return None, None
+    if request.records:
+        try:
+            database = load_records(request.records)
+        except Exception as exc:
+            raise MnetError(f"cannot read tuning records in {request.records}: {' '.join(str(exc).split())[:200]}") from None
+        if database is None:
+            raise MnetError(f"no tuning records in {request.records} (expected the files `mnet-compile tune` writes)")
+        return database, request.records
+    family = family_for(preset.tvm)
+    if (database := shipped_database(family)) is not None:
+        return database, f"schedules/{family}"
+    return None, None
+
+
+def progress_log(log):
+    """A step logger that prefixes the seconds since it was made."""
+    start = time.perf_counter()
+    return lambda message: log(f"[{time.perf_counter() - start:6.1f}s] {message}")
+
+
+def load_model(request: CompileRequest, preset: Preset, step):
+    """The loaded-model step of both compile and tune: the requested model as an optimized Relax module.
+
+    Returns (module, input name, frontends.ModelInput of a --from file or None). Bad input (a file that is no
+    model, unfit --weights) fails before the first step is logged.
+    """
+    from . import frontends
+    from .graph import passes
+
+    info = None
+    if request.source:
+        frontends.detect_format(request.source)
+        step(f"importing {request.source} into Relax for {preset.tvm}")
+        mod, info = frontends.load_model_file(request.source, request.source_shape)
+        input_name = info.name
+        step(f"{info.format} model: input '{info.name}' {info.shape} {info.dtype} {info.layout}, output {info.output_shape}")
+    else:
+        from .models import create_model
+
+        model = create_model(request.model, request.alpha, request.classes, request.seed, request.weights)
+        step(f"{request.model} alpha={request.alpha:g} resolution={request.resolution} for {preset.tvm}")
+        step("importing with torch.export into Relax")
+        mod = frontends.from_torch(model, request.input_shape)
+        input_name = mod["main"].params[0].name
+    step("optimizing the graph (BatchNorm folding, constant folding, NHWC layout, channel padding)")
+    return passes.optimize(mod, cpu_lanes(preset)), input_name, info
+
+
+def cpu_lanes(preset: Preset) -> int | None:
+    """fp32 lanes of a CPU target's vector registers (channel counts are padded to them), None on a GPU."""
+    from .schedule.rules import isa_for
+
+    return isa_for(preset.tvm).lanes if preset.backend == "cpu" else None
+
+
+def compile_model(request: CompileRequest, log=print) -> Path:
+    """The main job: build the artifact folder for `request` and return its path."""
+    from .export.artifact import make_manifest, write_artifact
+    from .export.executable import compile_executable
+    from .schedule.records import family_for
+
+    preset = load_preset(request.target)
+    out = output_dir(request, preset)
+    fcompile = preset.compiler(request.cc, request.sysroot)  # a missing compiler fails before the slow part
+    signing_key = None
+    if request.sign:  # a bad key fails before the slow part too
+        from .device.signing import load_private_key
+
+        signing_key = load_private_key(request.sign)
+    step = progress_log(log)
+    mod, input_name, info = load_model(request, preset, step)
+    database, records = records_database(request, preset)
+    family = family_for(preset.tvm)
+    if records:
+        step(f"compiling kernels (tuned records from {records}; schedule family {family})")
+    elif request.tuned:
+        step(f"compiling kernels (no tuned records for {family}: default schedules)")
+    else:
+        step("compiling kernels (--no-tuned: default schedules)")
+    executable, stats = compile_executable(mod, preset, database)
+    step(f"tuned records applied to {stats['tuned']} of {stats['kernels']} kernels, default schedules for {stats['kernels'] - stats['tuned']}")
+    manifest = make_manifest(request, preset, input_name, info)
+    manifest["schedules"] = {"family": family, "records": str(records) if records else None, **stats}
+    step(f"exporting to {out}")
+
+    def finish(tmp: Path):
+        if signing_key is not None:
+            from .device.signing import fingerprint, public_bytes, sign_folder
+
+            sign_folder(tmp, signing_key)
+            step(f"signed the manifest with key {fingerprint(public_bytes(signing_key))}")
+        if request.bundle:
+            from .device.bundle import write_bundle
+
+            return [write_bundle(tmp, preset, name=out.name, dest_dir=tmp, shown=out.with_name(out.name + ".tar.gz")).name]
+        return []
+
+    write_artifact(out, executable, manifest, fcompile, request.force, finish=finish, log=step)
+    if request.bundle:
+        step(f"device bundle {out.with_name(out.name + '.tar.gz')}")
+    step("done")
+    return out
+
+
+def tune_model(request: CompileRequest, trials: int, work_dir: str | None = None, progress=None, log=print,
+               rpc: str | None = None, key: str | None = None, minutes: float | None = None) -> Path:
+    """`mnet-compile tune`: tune the kernels of the requested model for its preset; returns the work folder.
+
+    work_dir defaults to artifacts/tuning/<preset>; rerunning resumes it. rpc="HOST:PORT" and key: measure on
+    a board of that key through TVM's RPC tracker (schedule/remote.py), candidates cross-compiled here.
+    The search starts from the shipped records of the target's family, else the default schedules, and
+    stops after `trials` or after `minutes`, whichever comes first.
+    """
+    from .graph.passes import fuse
+    from .schedule.records import family_for, shipped_database
+    from .schedule import interrupt
+    from .schedule.tuning import tune
+
+    preset = load_preset(request.target)
+    work_dir = Path(work_dir or Path("artifacts") / "tuning" / preset.name).absolute()
+    builder = runner = None
+    if rpc is not None or key is not None:
+        if rpc is None:
+            raise MnetError("--key names a device on an RPC tracker; give the tracker with --rpc HOST:PORT")
+        from .schedule.remote import remote_measure
+
+        builder, runner = remote_measure(preset, rpc, key, log)  # checks the tracker and the key first
+    elif not preset.runs_here:
+        raise MnetError(f"target {preset.name} does not run on this {platform.machine()} machine, so it cannot be tuned here")
+    mod, _, _ = load_model(request, preset, progress_log(log))
+    interrupt.check()
+    log(f"tuning {trials} trials into {work_dir} (rerun to resume)")
+    try:
+        known = shipped_database(family_for(preset.tvm))
+        tune(fuse(mod), preset.tvm, str(work_dir), trials, progress=progress, builder=builder, runner=runner,
+             minutes=minutes, known=known, log=log)  # fmt: skip
+    except Exception:
+        if runner is not None and runner.failure is not None:  # the tracker or device failed: one line
+            raise runner.failure from None
+        raise
+    return work_dir

@@ -1,0 +1,1 @@
+"""Kernel schedules: the tunable kernels, custom rules, default schedules or tuned records, and tuning."""

@@ -1,0 +1,94 @@
+"""Shipped tuning records: schedules/<family>/database_{workload,tuning_record}.json (MetaSchedule
+JSONDatabase format), keyed by kernel workload, so every alpha/resolution sharing a layer shape reuses them.
+
+    db = shipped_database(family_for(target))   # read-only in-memory copy, or None
+    prune("/work/tune_x86/work", "schedules/x86-avx2", top_k=3)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import tvm_ffi
+from tvm.s_tir import meta_schedule as ms
+from tvm.target import Target
+
+from ..resources import data_dir
+from .rules import isa_for
+
+WORKLOADS = "database_workload.json"
+RECORDS = "database_tuning_record.json"
+
+
+def family_for(target: Target) -> str:
+    """Record family of a target, from its features: x86-avx512, x86-avx2, arm-neon, generic, or cuda."""
+    return "cuda" if target.kind.name == "cuda" else isa_for(target).name
+
+
+def _load(directory: str) -> ms.database.JSONDatabase:
+    return ms.database.JSONDatabase(
+        path_workload=os.path.join(directory, WORKLOADS),
+        path_tuning_record=os.path.join(directory, RECORDS),
+        allow_missing=False,
+    )
+
+
+def _unique_workloads(db) -> list:
+    seen: dict[int, list] = {}
+    for rec in db.get_all_tuning_records():
+        mod = rec.workload.mod
+        bucket = seen.setdefault(tvm_ffi.structural_hash(mod), [])
+        if not any(tvm_ffi.structural_equal(w.mod, mod) for w in bucket):
+            bucket.append(rec.workload)
+    return [w for bucket in seen.values() for w in bucket]
+
+
+def _copy_best(src, dst, top_k: int, keep=None) -> int:
+    n = 0
+    for workload in _unique_workloads(src):
+        if keep is not None and not any(tvm_ffi.structural_equal(workload.mod, k) for k in keep):
+            continue
+        recs = src.get_top_k(workload, top_k)
+        if not recs:
+            continue
+        target_wl = dst.commit_workload(workload.mod)
+        for rec in recs:
+            dst.commit_tuning_record(
+                ms.database.TuningRecord(rec.trace, target_wl, rec.run_secs, rec.target, rec.args_info)
+            )
+            n += 1
+    return n
+
+
+def load_records(directory) -> ms.database.Database | None:
+    """The records of a tuning folder as an in-memory database (its files are never written), or None."""
+    if not all(os.path.isfile(os.path.join(directory, f)) for f in (WORKLOADS, RECORDS)):
+        return None
+    mem = ms.database.MemoryDatabase(module_equality="structural")
+    _copy_best(_load(str(directory)), mem, top_k=1 << 20)
+    return mem
+
+
+def shipped_database(family: str) -> ms.database.Database | None:
+    """The records shipped in schedules/<family>/, or None."""
+    return load_records(data_dir("schedules") / family)
+
+
+def prune(work_dir: str, out_dir: str, top_k: int = 3, keep=None) -> int:
+    """Write the best `top_k` valid records per workload of a tuning work_dir to `out_dir` (replacing
+    what is there), only for the kernel modules in `keep` if given (the kernels the builds use).
+    Returns the number of records written."""
+    src = ms.database.JSONDatabase(work_dir=work_dir, module_equality="structural")
+    tmp = tempfile.mkdtemp(prefix="mnet-records-")
+    try:
+        dst = ms.database.JSONDatabase(work_dir=tmp, module_equality="structural")
+        n = _copy_best(src, dst, top_k, keep)
+        del dst
+        os.makedirs(out_dir, exist_ok=True)
+        for name in (WORKLOADS, RECORDS):
+            shutil.copyfile(os.path.join(tmp, name), os.path.join(out_dir, name))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return n

@@ -1,0 +1,140 @@
+"""Tunable microkernel schedules for NHWC 1x1 and 3x3 depthwise convs with a fused elementwise epilogue.
+
+Each rule is the blocking a hand-written microkernel uses, with its knobs as MetaSchedule samples:
+- 1x1 conv, a (H*W, Cin) x (Cin, Cout) matmul: a register block of `mr` rows x `nr` vectors of output
+  channels accumulated over the whole Cin, weights packed panel by panel at compile time (RewriteLayout:
+  the weight is marked layout-free by `annotate`), parallel over the (row, channel-panel) tiles;
+- 3x3 depthwise: `w1` columns x `c1` channel vectors per output row in registers, the 9 taps unrolled,
+  the zero-padded input produced per tile (no padded copy of the whole tensor).
+`blocking.py` derives the knobs from the shape and the ISA (the default schedule: `decide=...`);
+tuning samples them, so the default is one point of the tuned space and tuning can only improve on it.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import s_tir
+
+from .isa import ISAS, Isa
+
+MAX_ROWS = 32  # register-block rows (1x1) a sample may take
+MAX_VECTORS = 8  # register-block vectors of output channels (1x1)
+
+
+def simd_width(channels: int, lanes: int) -> int:
+    """The vector chunk of the channel loop: the widest power of two <= lanes that divides `channels`
+    (the graph pads channel counts to the lanes, so this is the full register except for tiny layers)."""
+    width = lanes
+    while channels % width:
+        width //= 2
+    return width
+
+
+def _fuse_epilogue(sch: s_tir.Schedule, conv) -> s_tir.SBlockRV | None:
+    """Inline the elementwise chain after the conv into its last block; return that block."""
+    consumers = sch.get_consumers(conv)
+    if not consumers:
+        return None
+    cur = consumers[0]
+    while True:
+        nxt = sch.get_consumers(cur)
+        if not nxt:
+            return cur
+        sch.compute_inline(cur)
+        cur = nxt[0]
+
+
+def _vectorize_innermost(sch: s_tir.Schedule, block, vec: int) -> None:
+    inner = sch.get_loops(block)[-1]
+    _, v = sch.split(inner, factors=[None, vec])
+    sch.vectorize(v)
+
+
+def _tile(sch, loop, n: int, max_inner: int, decision):
+    """Split `loop` into `n` perfect factors, sampled, or fixed to `decision` (the default schedule)."""
+    factors = sch.sample_perfect_tile(loop, n=n, max_innermost_factor=max_inner, decision=decision)
+    return sch.split(loop, factors=factors)
+
+
+def _extent(sch, loop) -> int:
+    return int(sch.get(loop).extent)
+
+
+def conv_1x1(sch: s_tir.Schedule, conv, isa: Isa, decide: dict | None = None) -> list[s_tir.Schedule]:
+    """Sketches: parallel tiles ordered channel-panel-major (weights stay in cache across rows) or
+    row-major (activations stay in cache across panels)."""
+    orders = ("panel", "row") if decide is None else (decide["order"],)
+    return [_conv1x1_sketch(sch.copy(), conv, isa, order, decide) for order in orders]
+
+
+def _conv1x1_sketch(sch, conv, isa, order, decide):
+    for pad in sch.get_producers(conv):  # a 1x1 conv's pad is a plain copy
+        sch.compute_inline(pad)
+    epi = _fuse_epilogue(sch, conv)
+    n, h, w, co, ry, rx, ci = sch.get_loops(conv)
+    vec = simd_width(_extent(sch, co), isa.lanes)
+    m = sch.fuse(h, w)
+    rows, cols = _extent(sch, m), _extent(sch, co) // vec
+    m0, m1 = _tile(sch, m, 2, MAX_ROWS, decide and [rows // decide["mr"], decide["mr"]])
+    cx, cv = sch.split(co, factors=[None, vec])
+    n0, n1 = _tile(sch, cx, 2, MAX_VECTORS, decide and [cols // decide["nr"], decide["nr"]])
+    outer = [n, n0, m0] if order == "panel" else [n, m0, n0]
+    sch.reorder(*outer, ry, rx, ci, m1, n1, cv)
+    par = sch.fuse(*outer)
+    sch.parallel(par)
+    sch.unroll(m1)
+    sch.unroll(n1)
+    sch.vectorize(cv)
+    if epi is not None:
+        sch.reverse_compute_at(epi, par, preserve_unit_loops=True)
+        _vectorize_innermost(sch, epi, vec)
+    return sch
+
+
+def depthwise_3x3(sch: s_tir.Schedule, conv, isa: Isa, decide: dict | None = None) -> list[s_tir.Schedule]:
+    """Sketches: parallel over (rows, channel blocks) or (channel blocks, rows); column tiles stay serial
+    inside, each producing its padded input tile."""
+    orders = ("rows", "channels") if decide is None else (decide["order"],)
+    return [_depthwise_sketch(sch.copy(), conv, isa, order, decide) for order in orders]
+
+
+def _depthwise_sketch(sch, conv, isa, order, decide):
+    pads = sch.get_producers(conv)
+    epi = _fuse_epilogue(sch, conv)
+    n, h, w, c, ry, rx, rc = sch.get_loops(conv)
+    vec = simd_width(_extent(sch, c), isa.lanes)
+    height, width, cvecs = _extent(sch, h), _extent(sch, w), _extent(sch, c) // vec
+    h0, h1 = _tile(sch, h, 2, 4, decide and [height // decide["h1"], decide["h1"]])
+    w0, w1 = _tile(sch, w, 2, 16, decide and [width // decide["w1"], decide["w1"]])
+    cx, cv = sch.split(c, factors=[None, vec])
+    c0, c1 = _tile(sch, cx, 2, 4, decide and [cvecs // decide["c1"], decide["c1"]])
+    outer = [n, h0, c0] if order == "rows" else [n, c0, h0]
+    sch.reorder(*outer, w0, h1, ry, rx, rc, w1, c1, cv)
+    par = sch.fuse(*outer)
+    sch.parallel(par)
+    for loop in (ry, rx, w1, c1):
+        sch.unroll(loop)
+    sch.vectorize(cv)
+    if epi is not None:
+        sch.reverse_compute_at(epi, h1, preserve_unit_loops=True)
+        _vectorize_innermost(sch, epi, vec)
+    for pad in pads:  # the padded input of one column tile, cache-resident
+        sch.compute_at(pad, w0, preserve_unit_loops=True)
+        _vectorize_innermost(sch, pad, vec)
+    return sch
+
+
+RULES = {"conv1x1": conv_1x1, "dw3x3": depthwise_3x3}
+
+
+def _register() -> None:
+    for kind, fn in RULES.items():
+        for isa in ISAS.values():
+            def rule(sch, block, _fn=fn, _isa=isa):
+                return _fn(sch, block, _isa)
+
+            for key in ("cpu", "arm_cpu"):
+                tvm.register_global_func(f"s_tir.meta_schedule.{key}.{isa.rule(kind)}", rule, override=True)
+
+
+_register()

@@ -1,0 +1,100 @@
+"""The device loader: checksums, architecture, inputs, and a runtime-only process without torch or click."""
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from mnet_compile.device import runtime
+
+
+@pytest.fixture
+def artifact_copy(compiled, tmp_path):
+    dst = tmp_path / "art"
+    shutil.copytree(compiled(0.25, 128, seed=7), dst)
+    return dst
+
+
+def test_tampered_library_is_refused(artifact_copy):
+    with open(artifact_copy / "model.so", "r+b") as f:
+        f.seek(1000)
+        f.write(b"\x90\x90")
+    with pytest.raises(runtime.ArtifactError, match="altered"):
+        runtime.load(str(artifact_copy))
+
+
+def test_missing_files_are_refused(artifact_copy, tmp_path):
+    (artifact_copy / "model.so").unlink()
+    with pytest.raises(runtime.ArtifactError, match="missing"):
+        runtime.load(str(artifact_copy))
+    (artifact_copy / "manifest.json").unlink()
+    with pytest.raises(runtime.ArtifactError, match="manifest.json is missing"):
+        runtime.load(str(artifact_copy))
+    with pytest.raises(runtime.ArtifactError, match="not found"):
+        runtime.load(str(tmp_path / "nowhere"))
+
+
+def test_other_architecture_is_refused_before_dlopen(artifact_copy):
+    """An AArch64 model.so must not reach dlopen here: a library that no dlopen could load (with its checksum
+    updated) shows that the architecture is checked first."""
+    (artifact_copy / "model.so").write_bytes(b"\x7fELF not a library any dlopen would load")
+    manifest = json.loads((artifact_copy / "manifest.json").read_text())
+    manifest["target"]["arch"] = "aarch64"
+    manifest["files"]["model.so"]["sha256"] = runtime.sha256(artifact_copy / "model.so")
+    (artifact_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(runtime.ArtifactError, match="built for aarch64 \\(x86\\), this machine is x86_64"):
+        runtime.load(str(artifact_copy))
+
+
+def test_input_checks_and_helpers(artifact_copy):
+    model = runtime.load(str(artifact_copy))
+    x = np.zeros((1, 3, 128, 128), "float32")
+    with pytest.raises(runtime.ArtifactError, match="shape"):
+        model(np.zeros((1, 3, 64, 64), "float32"))
+    with pytest.raises(runtime.ArtifactError, match="dtype"):
+        model(x.astype("float16"))
+    top = model.classify(x, k=5)
+    logits = model(x)[0]
+    assert [i for i, _ in top] == list(np.argsort(-logits, kind="stable")[:5])
+    assert abs(sum(p for _, p in model.classify(x, k=1000)) - 1) < 1e-6
+
+
+def test_benchmark_statistics(artifact_copy, monkeypatch):
+    """Warm-up runs are left out; median, p90 and min are of the timed runs (a fake clock makes them known)."""
+    model = runtime.load(str(artifact_copy))
+    ticks = [0.0, 0.0]  # the two warm-up runs read the clock once each
+    for second, ms in enumerate([4.0, 1.0, 3.0, 2.0, 5.0], 1):  # each timed run reads it before and after
+        ticks += [second, second + ms / 1e3]
+    monkeypatch.setattr(runtime.time, "perf_counter", iter(ticks).__next__)
+    timing = model.benchmark(repeat=5, warmup=2)
+    assert timing == {"median_ms": pytest.approx(3.0), "p90_ms": pytest.approx(4.6), "min_ms": pytest.approx(1.0), "runs": 5}
+
+
+def test_loader_runs_with_runtime_only(artifact_copy, tmp_path):
+    """The loader file alone, TVM_USE_RUNTIME_LIB=1, torch and click unimportable: same logits."""
+    x = np.random.default_rng(3).standard_normal((1, 3, 128, 128)).astype("float32")
+    np.save(tmp_path / "x.npy", x)
+    expected = runtime.load(str(artifact_copy))(x)
+    shutil.copy(runtime.__file__, tmp_path / "loader.py")
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["torch"] = None  # any import of these now fails
+        sys.modules["click"] = None
+        sys.modules["mnet_compile"] = None
+        import numpy as np, loader
+        out = loader.load({str(artifact_copy)!r})(np.load({str(tmp_path / "x.npy")!r}))
+        np.save({str(tmp_path / "y.npy")!r}, out)
+        maps = open("/proc/self/maps").read()
+        assert "libtvm_runtime" in maps and "/libtvm.so" not in maps, "compiler library loaded"
+        assert "tvm.relax" not in sys.modules
+        """
+    )
+    env = {"TVM_USE_RUNTIME_LIB": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), expected)

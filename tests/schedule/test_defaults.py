@@ -1,0 +1,82 @@
+"""Default schedules derived from shape and ISA, and the ISA record families (no timing)."""
+
+from __future__ import annotations
+
+import pytest
+import tvm
+import tvm_ffi
+
+from mnet_compile.frontends import from_torch
+from mnet_compile.graph.padding import pad_channels
+from mnet_compile.graph.passes import fuse, optimize
+from mnet_compile.models import create_model
+from mnet_compile.schedule.records import family_for
+from mnet_compile.schedule.rules import default_schedule, isa_for
+from mnet_compile.schedule.rules.blocking import depthwise, pointwise
+from mnet_compile.schedule.rules.isa import ISAS
+from mnet_compile.schedule.tunable import tunable_kernels
+
+AVX512 = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
+AVX2 = tvm.target.Target({"kind": "llvm", "mcpu": "haswell", "num-cores": 2})
+NEON = tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72", "num-cores": 4})
+PAPER = [(a, r) for a in (1.0, 0.75, 0.5, 0.25) for r in (224, 192, 160, 128)]
+
+
+def test_family_follows_the_cpu_features():
+    assert [family_for(t) for t in (AVX512, AVX2, NEON)] == ["x86-avx512", "x86-avx2", "arm-neon"]
+    assert family_for(tvm.target.Target({"kind": "llvm", "mcpu": "core2"})) == "generic"
+    assert isa_for(AVX512).lanes == 16 and isa_for(AVX2).registers == 16
+
+
+@pytest.fixture(scope="module")
+def paper_modules():
+    """The 16 paper configurations, imported and optimized once (padding is per target)."""
+    return [optimize(from_torch(create_model(alpha=a), (1, 3, r, r))) for a, r in PAPER]
+
+
+def _rule_kernels(mods, target):
+    """Distinct kernels that a conv rule handles, over the given optimized modules."""
+    seen = {}
+    for mod in mods:
+        _, found = tunable_kernels(fuse(pad_channels(mod, isa_for(target).lanes)), target)
+        for _gv, func, kmod in found:
+            if "mnet." in func.script():
+                seen.setdefault(tvm_ffi.structural_hash(kmod), kmod)
+    return list(seen.values())
+
+
+@pytest.mark.parametrize("target", [AVX512, AVX2, NEON], ids=["avx512", "avx2", "neon"])
+def test_default_schedule_for_every_paper_layer(paper_modules, target):
+    """Every 1x1 and depthwise layer of the 16 paper configurations gets a derived schedule that passes
+    MetaSchedule's postprocs (no dynamic loop, parallel/vector rewrite, layout rewrite), deterministically."""
+    kmods = _rule_kernels(paper_modules, target)
+    assert len(kmods) > 60
+    for kmod in kmods:
+        first = default_schedule(kmod, target)
+        assert first is not None
+        text = first.mod.script()
+        assert "T.parallel" in text and "T.vectorized" in text
+        assert tvm_ffi.structural_equal(first.mod, default_schedule(kmod, target).mod)
+        assert str(first.trace) == str(default_schedule(kmod, target).trace)
+
+
+def test_default_schedule_for_v2_v3_layers():
+    names = ("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large")
+    mods = [optimize(from_torch(create_model(n), (1, 3, 224, 224))) for n in names]
+    kmods = _rule_kernels(mods, AVX512)
+    assert len(kmods) > 30
+    assert all(default_schedule(k, AVX512) is not None for k in kmods)
+
+
+def test_blocking_fits_the_registers():
+    for isa in ISAS.values():
+        for height, width, vectors in [(112, 112, 4), (14, 14, 32), (7, 7, 64), (1, 1, 8), (3, 3, 1)]:
+            b = pointwise(height, width, vectors, isa, cores=2)
+            assert b["mr"] * b["nr"] <= isa.registers - 4
+            assert (height * width) % b["mr"] == 0 and vectors % b["nr"] == 0
+            assert width % b["mr"] == 0 or b["mr"] % width == 0  # a pixel block never straddles rows
+            d = depthwise(height, width, vectors, isa, cores=2)
+            assert d["w1"] * d["c1"] <= isa.registers // 2 - 2 and width % d["w1"] == 0
+    # AVX-512 at 224: 7 pixels x 4 vectors (28 of 32 zmm accumulate); AVX2 keeps to its 16 ymm.
+    assert pointwise(14, 14, 32, ISAS["x86-avx512"], 2) == {"mr": 7, "nr": 4, "order": "panel"}
+    assert pointwise(14, 14, 64, ISAS["x86-avx2"], 2)["mr"] * 4 <= 12

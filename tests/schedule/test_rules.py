@@ -1,0 +1,55 @@
+"""The custom conv rules: every sketch computes what the unscheduled kernel computes, and is really scheduled."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tvm import tirx
+from tvm.s_tir import meta_schedule as ms
+
+from mnet_compile.schedule.tunable import tunable_kernels
+
+from .blocks import TARGET, fused_of, rule_of, run_kernel, separable_block
+
+CASES = [(20, 12, 1, 14), (12, 20, 2, 16)]  # channel counts that are no multiple of 8 lanes
+
+
+def assert_parallel_and_vectorized(sch) -> None:
+    """The conv and its fused epilogue run inside the parallel loop (a pad may sit anywhere: its place is a
+    knob; the weight packing is split out of the kernel and folded at compile time), and the block that
+    writes the kernel's output ends in a vectorized loop."""
+    func = sch.mod["main"]
+    output = func.params[-1].name
+    blocks = [sch.get(b) for b in sch.get_child_blocks(sch.get_sblock("root"))]
+    kinds = {b.name_hint: [sch.get(loop).kind for loop in sch.get_loops(sch.get_sblock(b.name_hint))] for b in blocks}
+    packing = {b.name_hint for b in blocks if "meta_schedule.layout_rewrite_preproc" in b.annotations}
+    for name, loops in kinds.items():
+        if not name.startswith("pad") and name not in packing:
+            assert tirx.ForKind.PARALLEL in loops, f"{name} runs outside the parallel loop: {kinds}"
+    writers = [b.name_hint for b in blocks if any(w.source.name == output for w in b.writes)]
+    assert len(writers) == 1 and kinds[writers[0]][-1] == tirx.ForKind.VECTORIZED, kinds
+
+
+@pytest.mark.parametrize("cin,cout,stride,res", CASES)
+def test_custom_rules_match_unscheduled_kernels(cin, cout, stride, res):
+    _, found = tunable_kernels(fused_of(separable_block(cin, cout, stride), (1, cin, res, res)), TARGET)
+    seen = set()
+    rng = np.random.default_rng(0)
+    for _gv, func, kmod in found:
+        rule = rule_of(func)
+        if not rule:
+            continue
+        seen |= rule
+        shapes = [[int(d) for d in info.shape] for info in ms.arg_info.ArgInfo.from_prim_func(func)]
+        inputs = [rng.standard_normal(shape).astype("float32") for shape in shapes]
+        expected = run_kernel(kmod, [a.copy() for a in inputs])
+        for seed in (1, 2):  # every sketch (order of the parallel tiles), two samples of its knobs
+            ctx = ms.TuneContext(mod=kmod, target=TARGET, space_generator="post-order-apply", rand_state=seed)
+            sketches = ctx.generate_design_space()
+            assert len(sketches) == 2
+            for sch in sketches:
+                assert all(p.apply(sch) for p in ctx.space_generator.postprocs)
+                assert_parallel_and_vectorized(sch)
+                got = run_kernel(sch.mod, [a.copy() for a in inputs])
+                np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    assert seen == {"mnet.dw3x3.x86-avx2", "mnet.conv1x1.x86-avx2"}

@@ -1,0 +1,34 @@
+"""Tuning writes records after every batch, resumes from them, and the records apply at build time."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import tvm
+from tvm.s_tir import meta_schedule as ms
+
+from mnet_compile.schedule.kernels import schedule_kernels
+from mnet_compile.schedule.tunable import tunable_kernels
+from mnet_compile.schedule.tuning import count_records, tune
+
+from .blocks import TARGET, fused_of, rule_of, run_vm, separable_block
+
+
+def test_tuning_writes_resumes_and_applies(tmp_path):
+    block = separable_block(16, 24, 1, seed=3)
+    x = np.random.default_rng(2).standard_normal((1, 16, 14, 14)).astype("float32")
+    fused = fused_of(block, x.shape)
+    _, found = tunable_kernels(fused, TARGET)
+    gv, _, kmod = next(k for k in found if "mnet.dw3x3.x86-avx2" in rule_of(k[1]))
+    one_task = tvm.IRModule({gv: fused[gv]})
+    calls = []
+    db = tune(one_task, TARGET, str(tmp_path), 3, progress=lambda *a: calls.append(a), seed=0)
+    first, _ = count_records(db, [kmod])
+    assert first >= 1 and calls[-1][0] >= first and calls[-1][1] == 3
+    db = tune(one_task, TARGET, str(tmp_path), first + 3, seed=1)
+    second, best = count_records(db, [kmod])
+    assert second > first and best[0] is not None
+    reopened = ms.database.JSONDatabase(work_dir=str(tmp_path))
+    mod, applied, total = schedule_kernels(fused, TARGET, reopened)
+    assert applied == 1 and total >= 3
+    np.testing.assert_allclose(run_vm(mod, x), block(torch.from_numpy(x)).detach().numpy(), rtol=1e-4, atol=1e-4)
