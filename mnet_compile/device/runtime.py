@@ -157,6 +157,18 @@ def validate_manifest(manifest, manifest_path: str = MANIFEST) -> dict:
         s.optional(manifest, key, key, lambda v: isinstance(v, dict))
     for key in ("tvm_version", "tvm_ffi_version", "created"):
         s.optional(manifest, key, key, lambda v: isinstance(v, str))
+    schedules = manifest.get("schedules")
+    if isinstance(schedules, dict):  # what the build applied: informational, but typed (`mnet-compile profile`)
+        for key in ("family", "records"):
+            s.optional(schedules, key, f"schedules.{key}", lambda v: isinstance(v, str))
+        for key in ("tuned", "kernels"):
+            s.optional(schedules, key, f"schedules.{key}", lambda v: _is_int(v) and v >= 0)
+        per_kernel = s.obj(schedules, "per_kernel", "schedules.per_kernel", required=False) or {}
+        for name, info in per_kernel.items():
+            if not isinstance(info, dict):
+                s.fail(f"schedules.per_kernel.{name[:80]}", "must be an object with flops and schedule")
+            s.optional(info, "flops", f"schedules.per_kernel.{name[:80]}.flops", lambda v: _is_int(v) and v >= 0)
+            s.string(info, "schedule", f"schedules.per_kernel.{name[:80]}.schedule", required=False, choices=("record", "default"))
 
     inp = s.obj(manifest, "input", "input")
     s.string(inp, "name", "input.name")

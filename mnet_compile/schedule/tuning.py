@@ -185,6 +185,8 @@ def seed_defaults(db, tasks, target: Target, builder, runner, known=None) -> int
     then evolves from them, and its best record is never worse than where it started. Returns the count."""
     seeded = 0
     for _name, kmod, _weight in tasks:
+        if interrupt.requested():  # Ctrl-C: the tasks not seeded yet are seeded when the run resumes
+            break
         if db.has_workload(kmod):
             continue
         if known is not None and known.has_workload(kmod):
@@ -236,6 +238,7 @@ def tune(
     builder = builder if builder is not None else InProcessBuilder()
     runner = runner if runner is not None else InProcessRunner()
     seed_defaults(db, tasks, target, builder, runner, known)
+    interrupt.check()
     done, best = count_records(db, [t[1] for t in tasks])
     weights = [float(t[2]) for t in tasks]
     remaining = trials - done

@@ -95,6 +95,10 @@ def test_symlinks_leaving_the_folder_are_refused(art, tmp_path):
         (lambda m: m["preprocessing"].update(center_crop=[100000, 5]), "preprocessing.center_crop must be the input's"),
         (lambda m: m.update(format_version=True), "unsupported format"),
         (lambda m: m.update(model=["x"]), "model must be a string"),
+        (lambda m: m["schedules"].update(family=7), "schedules.family has the wrong type"),
+        (lambda m: m["schedules"].update(tuned=-1), "schedules.tuned has the wrong type"),
+        (lambda m: m["schedules"].update(per_kernel=[]), "schedules.per_kernel must be an object"),
+        (lambda m: next(iter(m["schedules"]["per_kernel"].values())).update(schedule="fast"), "schedule must be one of record, default"),
     ],
 )
 def test_malformed_manifest_is_one_artifact_error(art, change, message):
@@ -103,6 +107,14 @@ def test_malformed_manifest_is_one_artifact_error(art, change, message):
     with pytest.raises(runtime.ArtifactError, match=message.replace("(", r"\(").replace(".", r"\.")) as info:
         runtime.load(str(art))
     assert "\n" not in str(info.value)
+
+
+def test_main_export_passes_the_schema(art):
+    """What the export writes (issue 9's schedules: family, records, tuned, kernels, per_kernel) loads."""
+    manifest = runtime.read_manifest(str(art))
+    schedules = manifest["schedules"]
+    assert {"family", "records", "tuned", "kernels", "per_kernel"} <= set(schedules)
+    assert schedules["per_kernel"] and all(v["schedule"] in ("record", "default") for v in schedules["per_kernel"].values())
 
 
 @pytest.mark.parametrize(
