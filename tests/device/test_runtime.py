@@ -40,11 +40,12 @@ def test_missing_files_are_refused(artifact_copy, tmp_path):
 
 def test_other_architecture_is_refused_before_dlopen(artifact_copy):
     """An AArch64 model.so must not reach dlopen here: a library that no dlopen could load (with its checksum
-    updated) shows that the architecture is checked first."""
+    and size updated) shows that the architecture is checked first."""
     (artifact_copy / "model.so").write_bytes(b"\x7fELF not a library any dlopen would load")
     manifest = json.loads((artifact_copy / "manifest.json").read_text())
     manifest["target"]["arch"] = "aarch64"
     manifest["files"]["model.so"]["sha256"] = runtime.sha256(artifact_copy / "model.so")
+    manifest["files"]["model.so"]["bytes"] = (artifact_copy / "model.so").stat().st_size
     (artifact_copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(runtime.ArtifactError, match="built for aarch64 \\(x86\\), this machine is x86_64"):
         runtime.load(str(artifact_copy))
