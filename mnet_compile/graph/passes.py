@@ -60,13 +60,18 @@ class _NumpyFolder(relax.PyExprMutator):
         return relax.const(np.ascontiguousarray(value, dtype=dtype), dtype)
 
 
-@tvm.transform.module_pass(opt_level=0, name="FoldWeightsWithNumpy")
-def fold_weights_with_numpy(mod, _ctx):
+def _mutate_relax_functions(mod: tvm.IRModule, mutator) -> tvm.IRModule:
+    """A copy of `mod` with every Relax function rewritten by a fresh `mutator()`."""
     mod = mod.clone()
     for gvar, func in list(mod.functions_items()):
         if isinstance(func, relax.Function):
-            mod.update_func(gvar, _NumpyFolder().visit_expr(func))
-    return relax.transform.DeadCodeElimination()(mod)
+            mod.update_func(gvar, mutator().visit_expr(func))
+    return mod
+
+
+@tvm.transform.module_pass(opt_level=0, name="FoldWeightsWithNumpy")
+def fold_weights_with_numpy(mod, _ctx):
+    return relax.transform.DeadCodeElimination()(_mutate_relax_functions(mod, _NumpyFolder))
 
 
 @relax.expr_functor.mutator
@@ -92,11 +97,7 @@ class _DenseAsConv(relax.PyExprMutator):
 
 @tvm.transform.module_pass(opt_level=0, name="DenseAsConv")
 def dense_as_conv(mod, _ctx):
-    mod = mod.clone()
-    for gvar, func in list(mod.functions_items()):
-        if isinstance(func, relax.Function):
-            mod.update_func(gvar, _DenseAsConv().visit_expr(func))
-    return mod
+    return _mutate_relax_functions(mod, _DenseAsConv)
 
 
 def optimize(mod: tvm.IRModule, lanes: int | None = None) -> tvm.IRModule:

@@ -55,9 +55,16 @@ def design_space(target: Target):
 def default_schedule(kmod: tvm.IRModule, target: Target) -> tirx.PrimFunc:
     """The conv rules' blocking derived from shape and ISA (`rules.default_schedule`); for any other
     kernel a deterministic sample of the MetaSchedule design space, postprocessed: parallel outer loop,
-    vectorized inner loop, tiled; never the bare loop nest."""
-    if target.kind.name == "llvm" and (derived := derived_schedule(kmod, target)) is not None:
-        return derived.mod["main"]
+    vectorized inner loop, tiled; never the bare loop nest (a derived schedule that a postproc rejects
+    falls back to the sample)."""
+    if target.kind.name == "llvm":
+        try:
+            derived = derived_schedule(kmod, target)
+        except RuntimeError as exc:
+            log.warning("derived schedule rejected (%s); using a sampled one", str(exc).splitlines()[0][:200])
+            derived = None
+        if derived is not None:
+            return derived.mod["main"]
     for attempt in range(DEFAULT_TRIES):
         ctx = ms.TuneContext(
             mod=kmod,

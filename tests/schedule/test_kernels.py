@@ -24,3 +24,18 @@ def test_default_schedules_match_torch(cin, cout, stride, res):
         if isinstance(func, tvm.tirx.PrimFunc) and "conv" in gv.name_hint:
             assert "T.parallel" in func.script() and "T.vectorized" in func.script()
     np.testing.assert_allclose(run_vm(mod, x), block(torch.from_numpy(x)).detach().numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_rejected_derived_schedule_falls_back_to_a_sample(monkeypatch):
+    from mnet_compile.schedule import kernels
+
+    def reject(kmod, target):
+        raise RuntimeError("postproc RewriteLayout rejected the default conv1x1 schedule")
+
+    monkeypatch.setattr(kernels, "derived_schedule", reject)
+    block = separable_block(16, 24, 1)
+    x = np.random.default_rng(1).standard_normal((1, 16, 14, 14)).astype("float32")
+    mod, applied, total = schedule_kernels(fused_of(block, x.shape), TARGET, None)
+    scheduled = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert applied == 0 and all(f.attrs.get("tirx.is_scheduled", False) for f in scheduled)
+    np.testing.assert_allclose(run_vm(mod, x), block(torch.from_numpy(x)).detach().numpy(), rtol=1e-4, atol=1e-4)

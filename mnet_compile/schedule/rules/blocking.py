@@ -32,7 +32,7 @@ def pointwise(height: int, width: int, vectors: int, isa: Isa, cores: int) -> di
             if best is None or key > best[0]:
                 best = (key, mr, nr)
     _, mr, nr = best
-    # Few channel panels (wide layers at a small resolution) stream the weights once: panel-major.
+    # Panel-major parallel tiles: a weight panel stays in cache while every pixel block passes by it.
     return {"mr": mr, "nr": nr, "order": "panel"}
 
 

@@ -8,8 +8,8 @@ from tvm import s_tir
 from tvm.s_tir import meta_schedule as ms
 from tvm.target import Target
 
-from .blocking import depthwise, pointwise
 from .annotate import RULE_KEY
+from .blocking import depthwise, pointwise
 from .conv import RULES, simd_width
 from .isa import ISAS
 
