@@ -6,7 +6,7 @@ import json
 
 import tvm
 
-from mnet_compile.bench import FMA_PEAK_C, cpu_description
+from mnet_compile.bench import FMA_PEAK_C, cpu_description, fma_peak_gflops
 from mnet_compile.profile import profile
 from mnet_compile.schedule.records import family_for
 
@@ -38,3 +38,5 @@ def test_cli_names_the_family_and_profile_shows_every_kernel(capsys, tmp_path):
 def test_fma_peak_uses_the_widest_vectors():
     assert "__AVX512F__" in FMA_PEAK_C and "_mm512_fmadd_ps" in FMA_PEAK_C
     assert "logical CPUs" in cpu_description()
+    peak = fma_peak_gflops(1)  # measured: gcc builds the probe with -march=native
+    assert peak is not None and peak > 1
