@@ -201,7 +201,9 @@ def prepare(alpha: float, resolution: int, folder: Path, tuned: bool, log) -> No
     compile_model(request, log=log)
 
 
-def _measure(runtime: str, folder: Path, runs: int, threads: int) -> dict:
+def measure_alone(runtime: str, folder: Path, runs: int, threads: int) -> dict:
+    """One `python -m mnet_compile.bench RUNTIME DIR RUNS THREADS` process (the folder holds x.npy and the
+    model files): {"times": [ms, ...], "output": [...]}, or {"error": its last stderr line}."""
     env = dict(os.environ, TVM_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
     proc = subprocess.run(
         [sys.executable, "-m", "mnet_compile.bench", runtime, str(folder), str(runs), str(threads)],
@@ -237,7 +239,7 @@ def run_benchmark(configs, peers=PEERS, rounds=3, runs=50, threads=2, workdir=BE
             for peer in peers:
                 if (config, peer) in errors:
                     continue
-                result = _measure(peer, folders[config], runs, threads)
+                result = measure_alone(peer, folders[config], runs, threads)
                 if "error" in result:
                     errors[(config, peer)] = result["error"]
                     continue

@@ -71,6 +71,7 @@ def cli():
     mnet-compile --from model.onnx             a trained model file (.onnx, .tflite, .pt2)
     mnet-compile run DIR cat.jpg --labels L    classify an image
     mnet-compile tune --alpha 0.25             tune the kernels (options go after the command)
+    mnet-compile pareto --budget-ms 2          the most accurate alpha and resolution within 2 ms
     """
 
 
@@ -270,6 +271,78 @@ def bench(configs, peers, rounds, runs, threads, no_tuned, with_profile, json_pa
                 json.dump({"threads": threads, "fma_peak_gflops": peak, "rows": rows}, f, indent=2)
         except OSError as exc:
             raise MnetError(f"cannot write {json_path}: {exc.strerror}") from None
+
+
+@cli.command()
+@TARGET
+@click.option("--configs", help="ALPHA-RESOLUTION list [default: the paper's 16, alpha 1.0/0.75/0.5/0.25 x 224/192/160/128].")
+@click.option("--budget-ms", type=click.FloatRange(min=0, min_open=True), help="Name the most accurate configuration within this latency.")
+@click.option("--output", type=click.Path(), help="With --budget-ms: compile the chosen configuration into this folder.")
+@click.option("--bundle", is_flag=True, help="With --output: also write the device bundle <output>.tar.gz.")
+@click.option("--force", is_flag=True, help="With --output: replace an existing folder.")
+@click.option("--predict", is_flag=True, help="Measure 5 configurations (corners and centre), estimate the others from the per-layer cost.")
+@click.option("--rpc", metavar="HOST:PORT", help="TVM RPC tracker: time on a board (built here with the preset's cross compiler).")
+@click.option("--key", help="Device key the board's RPC server registered with the tracker (with --rpc).")
+@click.option("--plot", "plot_path", type=click.Path(), help="Write the trade-off as a PNG (needs mnet-compile[plot]).")
+@click.option("--json", "json_path", type=click.Path(), help="Also write the rows to this JSON file.")
+@click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=1), help="Interleaved rounds (one process or session per configuration each).")
+@click.option("--runs", default=50, show_default=True, type=click.IntRange(min=1), help="Timed inferences per configuration and round.")
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1), help="TVM threads (here; a board uses its own).")
+@click.option("--no-tuned", is_flag=True, help="Build without tuned schedule records.")
+@click.option("--records", type=click.Path(), help="Tuned records from `mnet-compile tune` [default: the shipped ones].")
+@click.option("--remeasure", is_flag=True, help="Ignore the cached results (and replace them).")
+def pareto(target, configs, budget_ms, output, bundle, force, predict, rpc, key, plot_path, json_path, rounds, runs,
+           threads, no_tuned, records, remeasure):
+    """Which alpha and resolution give the best accuracy within a latency budget on the target.
+
+    Builds and times the configurations (as `bench` does; through RPC for boards), joins each with its
+    published ImageNet top-1 (the paper's Tables 6, 7 and 9, else TF-slim's table), prints the table and the
+    Pareto front. Results are cached per target: another --budget-ms or --plot measures nothing again.
+
+    \b
+    mnet-compile pareto --target x86 --budget-ms 2 --plot pareto.png
+    mnet-compile pareto --target rpi4 --rpc HOST:9190 --key rpi4 --budget-ms 33 --output best --bundle
+    """
+    from .pareto import PAPER_CONFIGS
+    from .pareto.front import choose, format_table, short_source
+    from .pareto.sweep import SweepOptions, compile_choice, parse_configs, sweep
+
+    if output and budget_ms is None:
+        raise MnetError("--output compiles the configuration --budget-ms chooses: give --budget-ms too")
+    if (bundle or force) and not output:
+        raise MnetError("--bundle and --force apply to the folder --output names")
+    parsed = parse_configs(configs) if configs is not None else list(PAPER_CONFIGS)
+    opts = SweepOptions(target=target, configs=parsed, rounds=rounds, runs=runs, threads=threads, tuned=not no_tuned,
+                        records=records, rpc=rpc, key=key, predict=predict, remeasure=remeasure)
+    result = sweep(opts, log=_log)
+    ctx = result["context"]
+    click.echo(f"target {ctx['target']} on {ctx['where']}; schedules: {ctx['schedules']}; "
+               f"{'threads ' + str(ctx['threads']) + ', ' if ctx['threads'] else ''}median of {rounds} rounds x {runs} runs")
+    click.echo(f"measured now: {', '.join(result['measured']) or 'none'}; from the cache ({result['cache']}): "
+               f"{', '.join(result['cached']) or 'none'}")
+    if predict:
+        terms = ", ".join(f"{t} {c:.3g}" for t, c in result["coefficients"].items())
+        click.echo(f"latencies marked ~ are ESTIMATES (--predict): ms = fit over mult-adds (M) per layer type: {terms}")
+    click.echo(format_table(result["rows"]))
+    if budget_ms is not None:
+        row = choose(result["rows"], budget_ms)
+        how = "estimated" if row["estimated"] else "measured"
+        click.echo(f"within {budget_ms:g} ms: {row['config']} ({row['top1']:.1f}% top-1, {short_source(row['source'])}; "
+                   f"{row['latency_ms']:.3f} ms {how})")
+        if output:
+            click.echo(str(compile_choice(row, target, output, not no_tuned, records, bundle, force, log=_log)))
+    if json_path:
+        try:
+            with open(json_path, "w") as f:
+                json.dump(result, f, indent=1)
+        except OSError as exc:
+            raise MnetError(f"cannot write {json_path}: {exc.strerror}") from None
+    if plot_path:
+        from .pareto.plot import plot
+
+        title = f"MobileNet v1 on {ctx['target']} ({ctx['where']})"
+        plot(result["rows"], plot_path, title)
+        click.echo(f"plot: {plot_path}")
 
 
 @cli.command("profile")

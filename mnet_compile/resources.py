@@ -17,7 +17,7 @@ TVM_DISTRIBUTIONS = ("apache-tvm", "apache-tvm-ffi")
 
 
 def data_dir(name: str) -> Path:
-    """`targets`, `schedules` or `device`: mnet_compile/data/<name> once installed, else the checkout's top-level folder."""
+    """`targets`, `schedules`, `device` or `tables`: mnet_compile/data/<name> once installed, else the checkout's top-level folder."""
     installed = _PACKAGE / "data" / name
     return installed if installed.is_dir() else _PACKAGE.parent / name
 

@@ -27,7 +27,7 @@ LAYERS = [
     ("export", ["mnet_compile.export"]),
     ("device runtime and bundle", ["mnet_compile.device"]),
     ("orchestration and apps", ["mnet_compile.pipeline", "mnet_compile.peer_models", "mnet_compile.bench",
-                                "mnet_compile.profile", "mnet_compile.cli"]),
+                                "mnet_compile.profile", "mnet_compile.pareto", "mnet_compile.cli"]),
 ]
 
 

@@ -23,6 +23,8 @@ def test_wheel_carries_code_and_data(tmp_path):
         assert f"mnet_compile/data/targets/{preset.name}" in names
     for record in (ROOT / "schedules").rglob("*.json"):
         assert f"mnet_compile/data/schedules/{record.relative_to(ROOT / 'schedules')}" in names
+    for table in (ROOT / "tables").glob("*.json"):
+        assert f"mnet_compile/data/tables/{table.name}" in names
     for source in (ROOT / "device").rglob("*"):
         if source.is_file() and source.name != ".gitignore":
             assert f"mnet_compile/data/device/{source.relative_to(ROOT / 'device')}" in names

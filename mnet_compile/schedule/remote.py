@@ -14,6 +14,8 @@ timeout) is a failed trial; a tracker that stops answering, a device that never 
 this target's code ends the run with a one-line MnetError. The batches measured before that are already
 in the work folder (tuning.DurableScheduler commits every batch), so rerunning the same command resumes.
 
+`mnet-compile pareto --rpc` times whole models the same way (checked_device, open_session, with_deadline).
+
 Deadlines (seconds; the environment variables override them): the tracker must answer within
 MNET_RPC_CONNECT_TIMEOUT (5), a device of the key must come free within MNET_RPC_WAIT (60), and one
 candidate's session may last MNET_RPC_SESSION_TIMEOUT (120) before the server ends it.
@@ -212,7 +214,7 @@ def check_device(config: RemoteConfig, probe: str | None = None, device_type: st
             f"no free device with key {config.key} on the tracker {config.address} "
             f"(no RPC server registered that key; keys there: {known})"
         )
-    error = _with_deadline(lambda: _probe(config, probe, device_type), config, "to run a first session")
+    error = with_deadline(lambda: _probe(config, probe, device_type), config, "to run a first session")
     if error is not None:
         raise MnetError(f"the device with key {config.key} cannot run code built for {config.target or 'this target'}: {error}")
     return f"{keys[config.key]} device(s) with key {config.key} on the RPC tracker {config.address}"
@@ -230,7 +232,7 @@ def _probe(config: RemoteConfig, probe: str | None, device_type: str) -> str | N
         session = None  # ends the session: the server registers with the tracker again
 
 
-def _with_deadline(work, config: RemoteConfig, what: str):
+def with_deadline(work, config: RemoteConfig, what: str):
     """Run `work()` in a daemon thread; a device that vanishes mid-session (no FIN, no RST) would hang a
     socket read forever, and the server's own session timeout cannot help if the server is gone."""
     box: dict = {}
@@ -341,7 +343,7 @@ class RemoteRunner(PyRunner):
             info = [a.as_json() for a in inp.args_info]
             path, device_type = str(inp.artifact_path), str(inp.device_type)
             try:
-                secs, error = _with_deadline(
+                secs, error = with_deadline(
                     lambda: measure(self.config, self.evaluator, path, device_type, info),
                     self.config, "to time a candidate",
                 )  # fmt: skip
@@ -355,9 +357,16 @@ class RemoteRunner(PyRunner):
 def remote_measure(preset, rpc: str, key: str | None, log=print):
     """(builder, runner) for `tune` through an RPC tracker, after checking the tracker, the key and the
     preset's cross compiler: everything that can fail fast fails here, before the model is imported."""
+    config, fcompile = checked_device(preset, rpc, key, log, "tuning")
+    return InProcessBuilder(fcompile=fcompile), RemoteRunner(config)
+
+
+def checked_device(preset, rpc: str, key: str | None, log=print, what: str = "tuning"):
+    """(RemoteConfig, the preset's fcompile) once the tracker answers and a device of the key runs a test
+    kernel built for the preset (MnetError, in seconds, otherwise)."""
     config = RemoteConfig.from_args(rpc, key, target=preset.label)
     if preset.backend != "cpu":
-        raise MnetError(f"tuning through RPC supports CPU (llvm) targets; target {preset.name} is {preset.tvm_spec['kind']}")
+        raise MnetError(f"{what} through RPC supports CPU (llvm) targets; target {preset.name} is {preset.tvm_spec['kind']}")
     fcompile = preset.compiler()  # a missing cross compiler names its install command
     with Tracker(config):  # a tracker that does not answer fails before anything is compiled
         pass
@@ -367,4 +376,4 @@ def remote_measure(preset, rpc: str, key: str | None, log=print):
         except Exception as exc:
             raise MnetError(f"building a test kernel for {config.target} failed: {_one_line(exc)}") from None
         log(check_device(config, probe))
-    return InProcessBuilder(fcompile=fcompile), RemoteRunner(config)
+    return config, fcompile
