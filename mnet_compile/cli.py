@@ -291,7 +291,8 @@ def bench(configs, peers, rounds, runs, threads, no_tuned, with_profile, json_pa
 @click.option("--no-tuned", is_flag=True, help="Build without tuned schedule records.")
 @click.option("--records", type=click.Path(), help="Tuned records from `mnet-compile tune` [default: the shipped ones].")
 @click.option("--remeasure", is_flag=True, help="Ignore the cached results (and replace them).")
-def pareto(target, configs, budget_ms, output, bundle, force, predict, rpc, key, plot_path, json_path, rounds, runs,
+@click.pass_context
+def pareto(ctx, target, configs, budget_ms, output, bundle, force, predict, rpc, key, plot_path, json_path, rounds, runs,
            threads, no_tuned, records, remeasure):
     """Which alpha and resolution give the best accuracy within a latency budget on the target.
 
@@ -311,13 +312,15 @@ def pareto(target, configs, budget_ms, output, bundle, force, predict, rpc, key,
         raise MnetError("--output compiles the configuration --budget-ms chooses: give --budget-ms too")
     if (bundle or force) and not output:
         raise MnetError("--bundle and --force apply to the folder --output names")
+    if rpc and ctx.get_parameter_source("threads") != ParameterSource.DEFAULT:
+        raise MnetError("--threads sets the threads here; a board's RPC server runs with its own (TVM_NUM_THREADS there)")
     parsed = parse_configs(configs) if configs is not None else list(PAPER_CONFIGS)
     opts = SweepOptions(target=target, configs=parsed, rounds=rounds, runs=runs, threads=threads, tuned=not no_tuned,
                         records=records, rpc=rpc, key=key, predict=predict, remeasure=remeasure)
     result = sweep(opts, log=_log)
-    ctx = result["context"]
-    click.echo(f"target {ctx['target']} on {ctx['where']}; schedules: {ctx['schedules']}; "
-               f"{'threads ' + str(ctx['threads']) + ', ' if ctx['threads'] else ''}median of {rounds} rounds x {runs} runs")
+    where = result["context"]
+    click.echo(f"target {where['target']} on {where['where']}; schedules: {where['schedules']}; "
+               f"{'threads ' + str(where['threads']) + ', ' if where['threads'] else ''}median of {rounds} rounds x {runs} runs")
     click.echo(f"measured now: {', '.join(result['measured']) or 'none'}; from the cache ({result['cache']}): "
                f"{', '.join(result['cached']) or 'none'}")
     if predict:
@@ -340,7 +343,7 @@ def pareto(target, configs, budget_ms, output, bundle, force, predict, rpc, key,
     if plot_path:
         from .pareto.plot import plot
 
-        title = f"MobileNet v1 on {ctx['target']} ({ctx['where']})"
+        title = f"MobileNet v1 on {where['target']} ({where['where']})"
         plot(result["rows"], plot_path, title)
         click.echo(f"plot: {plot_path}")
 

@@ -71,6 +71,8 @@ def sweep(opts: SweepOptions, measurer=None, log=print) -> dict:
 
     measurer(configs) -> {config: {"median_ms", "p90_ms", "runs"}} replaces building and timing (tests)."""
     preset = load_preset(opts.target)
+    if opts.records and not opts.tuned:
+        raise MnetError("--records applies tuned records, --no-tuned builds without any: give one, not both")
     if opts.key is not None and opts.rpc is None:
         raise MnetError("--key names a device on an RPC tracker; give the tracker with --rpc HOST:PORT")
     if opts.rpc is None and not preset.runs_here:

@@ -33,6 +33,8 @@ def faked(fake, monkeypatch):
     (["--key", "k"], "give the tracker with --rpc"),
     (["--rpc", "nowhere", "--key", "k"], "--rpc must be HOST:PORT"),
     (["--budget-ms", "0.001"], "no configuration runs within 0.001 ms: the fastest, 0.25-128"),
+    (["--rpc", "127.0.0.1:9190", "--key", "k", "--threads", "4"], "a board's RPC server runs with its own"),
+    (["--no-tuned", "--records", "somewhere"], "give one, not both"),
 ])
 def test_errors_are_one_line(faked, capsys, args, message):
     code, out, err = run_cli(capsys, "pareto", *args)
