@@ -306,7 +306,7 @@ def pareto(ctx, target, configs, budget_ms, output, bundle, force, predict, rpc,
     """
     from .pareto import PAPER_CONFIGS
     from .pareto.front import choose, format_table, short_source
-    from .pareto.sweep import SweepOptions, compile_choice, parse_configs, sweep
+    from .pareto.sweep import SweepOptions, check_output, compile_choice, parse_configs, sweep
 
     if output and budget_ms is None:
         raise MnetError("--output compiles the configuration --budget-ms chooses: give --budget-ms too")
@@ -315,6 +315,8 @@ def pareto(ctx, target, configs, budget_ms, output, bundle, force, predict, rpc,
     if rpc and ctx.get_parameter_source("threads") != ParameterSource.DEFAULT:
         raise MnetError("--threads sets the threads here; a board's RPC server runs with its own (TVM_NUM_THREADS there)")
     parsed = parse_configs(configs) if configs is not None else list(PAPER_CONFIGS)
+    if output:
+        check_output(target, output, force)
     opts = SweepOptions(target=target, configs=parsed, rounds=rounds, runs=runs, threads=threads, tuned=not no_tuned,
                         records=records, rpc=rpc, key=key, predict=predict, remeasure=remeasure)
     result = sweep(opts, log=_log)

@@ -118,6 +118,13 @@ def sweep(opts: SweepOptions, measurer=None, log=print) -> dict:
             "cache": str(cache.path)}
 
 
+def check_output(target: str, output: str, force: bool) -> None:
+    """Fail before measuring when --output could not be written (it exists and --force is not given, ...)."""
+    from ..pipeline import CompileRequest, output_dir
+
+    output_dir(CompileRequest(target=target, output=output, force=force), load_preset(target))
+
+
 def compile_choice(row: dict, target: str, output: str, tuned: bool, records: str | None, bundle: bool, force: bool,
                    log) -> Path:
     """The chosen configuration compiled into `output` (the `compile` path: manifest, --bundle)."""

@@ -41,6 +41,12 @@ def test_errors_are_one_line(faked, capsys, args, message):
     assert code != 0 and message in error_line(err), err
 
 
+def test_existing_output_fails_before_measuring(faked, capsys, tmp_path):
+    (tmp_path / "best").mkdir()
+    code, out, err = run_cli(capsys, "pareto", "--budget-ms", "2", "--output", tmp_path / "best")
+    assert code == 1 and "already exists; pass --force" in error_line(err) and faked.calls == []
+
+
 def test_table_choice_and_cache_across_budgets(faked, capsys, tmp_path):
     code, out, err = run_cli(capsys, "pareto", "--budget-ms", "2", "--json", tmp_path / "r.json")
     assert code == 0, err
