@@ -46,14 +46,17 @@ def short_source(source: str) -> str:
 
 
 def format_table(rows) -> str:
-    """Config, mult-adds, params, latency (estimates marked ~), top-1, top-5, on the front, source."""
+    """Config, mult-adds, params, latency (estimates marked ~), kernels with a tuned record / all, top-1, top-5,
+    on the front, accuracy source."""
     front = set(pareto_front(rows))
-    lines = [f"{'config':9} {'mult-adds':>10} {'params':>7} {'latency ms':>11} {'top-1':>6} {'top-5':>6}  front  accuracy source"]
+    lines = [f"{'config':9} {'mult-adds':>10} {'params':>7} {'latency ms':>11} {'records':>7} {'top-1':>6} {'top-5':>6}  "
+             "front  accuracy source"]
     for r in rows:
         latency = "-" if r.get("latency_ms") is None else ("~" if r.get("estimated") else "") + f"{r['latency_ms']:.3f}"
         top1 = "-" if r.get("top1") is None else f"{r['top1']:.1f}"
         top5 = "-" if r.get("top5") is None else f"{r['top5']:.1f}"
         source = short_source(r["source"]) if r.get("source") else r.get("note", "")
-        lines.append(f"{r['config']:9} {r['mult_adds'] / 1e6:9.1f}M {r['params'] / 1e6:6.2f}M {latency:>11} {top1:>6} "
+        lines.append(f"{r['config']:9} {r['mult_adds'] / 1e6:9.1f}M {r['params'] / 1e6:6.2f}M {latency:>11} "
+                     f"{r.get('records') or '-':>7} {top1:>6} "
                      f"{top5:>6}  {'yes' if r['config'] in front else '':5}  {source}")
     return "\n".join(lines)

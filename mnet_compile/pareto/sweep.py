@@ -15,7 +15,7 @@ from . import PAPER_CONFIGS, config_name
 from .accuracy import accuracy
 from .front import pareto_front
 from .predict import PREDICT_MEASURED, estimate, fit
-from .timing import ResultCache, build, context, measure_here, measure_remote
+from .timing import ResultCache, build, context, measure_here, measure_remote, records_applied
 
 
 @dataclass
@@ -59,8 +59,10 @@ def _measurer(opts: SweepOptions, preset, log):
     def measure(configs):
         folders = build(configs, opts.target, workdir, opts.tuned, opts.records, log)
         if remote_config is not None:
-            return measure_remote(remote_config, folders, opts.rounds, opts.runs, log)
-        return measure_here(folders, opts.rounds, opts.runs, opts.threads, log)
+            results = measure_remote(remote_config, folders, opts.rounds, opts.runs, log)
+        else:
+            results = measure_here(folders, opts.rounds, opts.runs, opts.threads, log)
+        return {config: {**result, "records": records_applied(folders[config])} for config, result in results.items()}
 
     return measure
 
@@ -106,9 +108,10 @@ def sweep(opts: SweepOptions, measurer=None, log=print) -> dict:
                "mult_adds": totals["mult_adds"], "params": totals["params"]}
         result = results.get((alpha, resolution))
         if result is not None:
-            row.update(latency_ms=result["median_ms"], p90_ms=result["p90_ms"], estimated=False)
+            row.update(latency_ms=result["median_ms"], p90_ms=result["p90_ms"], estimated=False,
+                       records=result.get("records"))
         else:
-            row.update(latency_ms=estimate(coefficients, alpha, resolution), p90_ms=None, estimated=True)
+            row.update(latency_ms=estimate(coefficients, alpha, resolution), p90_ms=None, estimated=True, records=None)
         rows.append({**row, **accuracy(alpha, resolution)})
     front = pareto_front(rows)
     for row in rows:

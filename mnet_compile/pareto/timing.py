@@ -95,6 +95,12 @@ def build(configs, target: str, workdir: Path, tuned: bool, records: str | None,
     return folders
 
 
+def records_applied(folder: Path) -> str:
+    """"tuned/kernels" of a built configuration, from its manifest: how many kernels a tuned record scheduled."""
+    schedules = json.loads((Path(folder) / "artifact" / "manifest.json").read_text())["schedules"]
+    return f"{schedules['tuned']}/{schedules['kernels']}"
+
+
 def measure_here(folders: dict, rounds: int, runs: int, threads: int, log) -> dict:
     """{config: summary}: each artifact timed in its own process, rounds interleaved."""
     from ..bench import measure_alone

@@ -82,6 +82,8 @@ def test_measured_here_then_chosen_and_compiled(capsys, tmp_path, monkeypatch):
     assert code == 0, err
     (row,) = json.loads((tmp_path / "r.json").read_text())["rows"]
     assert row["latency_ms"] > 0 and row["p90_ms"] >= row["latency_ms"] and row["top1"] == 41.5 and row["on_front"]
+    schedules = json.loads((tmp_path / "artifacts" / "pareto" / "x86" / "0.25-128" / "artifact" / "manifest.json").read_text())["schedules"]
+    assert row["records"] == f"{schedules['tuned']}/{schedules['kernels']}" and schedules["tuned"] > 0  # shipped records
     assert "within 1000 ms: 0.25-128 (41.5% top-1, TF-slim table;" in out
     manifest = json.loads((tmp_path / "best" / "manifest.json").read_text())
     assert (manifest["alpha"], manifest["resolution"]) == (0.25, 128)
@@ -100,5 +102,5 @@ def test_measured_through_rpc(rpc, capsys, tmp_path, monkeypatch):  # noqa: F811
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["context"]["where"] == f"RPC key {KEY}" and result["context"]["threads"] is None
     (row,) = result["rows"]
-    assert row["latency_ms"] > 0 and row["top1"] is None  # no published accuracy at 32
+    assert row["latency_ms"] > 0 and row["top1"] is None and row["records"]  # no published accuracy at 32
     assert "round 2/2 done" in err and f"on RPC key {KEY}" in out

@@ -54,8 +54,9 @@ def test_no_accuracy_at_all_is_an_error():
 def test_table_marks_the_front_and_estimates():
     rows = [dict(r, top5=None, source=None, note="no figure") for r in ROWS[:3]]
     rows[1]["estimated"] = True
+    rows[0]["records"] = "20/24"
     lines = format_table(rows).splitlines()
-    assert lines[1].split()[:5] == ["a", "1.0M", "0.10M", "1.000", "50.0"] and " yes " in lines[1]
+    assert lines[1].split()[:6] == ["a", "1.0M", "0.10M", "1.000", "20/24", "50.0"] and " yes " in lines[1]
     assert "~2.000" in lines[2]
 
 
