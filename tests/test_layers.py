@@ -138,7 +138,8 @@ def test_device_loader_stands_alone():
     assert GRAPH["mnet_compile.device.runtime"] == set()
 
 
-@pytest.mark.parametrize("args", [["--help"], ["targets"], ["info", "--alpha", "0.25"], ["compile", "--help"], ["tune", "--help"]])
+@pytest.mark.parametrize("args", [["--help"], ["targets"], ["info", "--alpha", "0.25"], ["compile", "--help"], ["tune", "--help"],
+                                  ["pareto", "--help"]])
 def test_cli_starts_without_torch_or_tvm(args):
     """`mnet-compile --help`, `targets` and `info` import neither torch nor TVM (tvm_ffi imports torch)."""
     script = (
