@@ -9,13 +9,15 @@ time_evaluator on the device; the same statistics.
 
 The cache is one JSON file per target, cache_root()/pareto/<target>.json, one entry per measurement keyed
 by the target (name and TVM target), the configuration, where it ran (this CPU's description, or the
-tracker's key), the schedules applied, the threads, rounds and runs, and the versions of TVM, tvm-ffi and
-mnet-compile; so a rerun with another budget or a plot measures nothing again. `--remeasure` ignores it
-(and overwrites).
+tracker's key), the schedules applied, the threads, rounds and runs, the versions of TVM, tvm-ffi and
+mnet-compile, and a hash of the compiling stages' code and the shipped records (compiler_fingerprint); so a
+rerun with another budget or a plot measures nothing again, and a new compiler measures again.
+`--remeasure` ignores it (and overwrites).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -25,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MnetError
-from ..resources import cache_root, tvm_versions
+from ..resources import cache_root, data_dir, tvm_versions
 from . import config_name
 
 
@@ -34,14 +36,31 @@ def summarize(times_ms) -> dict:
     return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)), "runs": int(times.size)}
 
 
+# What decides the code a configuration compiles to: a change here (new default schedules, re-tuned
+# records) is a new build, so the cache keys carry a hash of these files besides the package version.
+COMPILER_PARTS = ("models", "frontends", "graph", "schedule", "export")
+
+
+def compiler_fingerprint() -> str:
+    """sha256 (16 hex digits) of the compiling stages' sources and the shipped records."""
+    package, records = Path(__file__).resolve().parents[1], data_dir("schedules")
+    files = {str(p.relative_to(package)): p for part in COMPILER_PARTS for p in (package / part).rglob("*.py")}
+    files.update({f"schedules/{p.relative_to(records)}": p for p in records.rglob("*.json")})
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + files[name].read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def context(preset, where: str, schedules: str, threads: int | None, rounds: int, runs: int) -> dict:
     """What a measurement depends on besides the configuration: the key fields of the cache."""
     try:
         version = metadata.version("mnet-compile")
     except metadata.PackageNotFoundError:
         version = "unknown"
+    versions = {**tvm_versions(), "mnet-compile": version, "compiler": compiler_fingerprint()}
     return {"target": preset.name, "tvm_target": preset.tvm_spec, "where": where, "schedules": schedules,
-            "threads": threads, "rounds": rounds, "runs": runs, "versions": {**tvm_versions(), "mnet-compile": version}}
+            "threads": threads, "rounds": rounds, "runs": runs, "versions": versions}
 
 
 class ResultCache:

@@ -1,6 +1,7 @@
 """The sweep with a fake measurer: the cache (a rerun measures nothing), --remeasure, --predict's anchors."""
 
 import json
+import shutil
 
 import pytest
 
@@ -21,7 +22,7 @@ def test_second_run_measures_nothing(fake, private_cache):
     entries = json.loads((private_cache / "pareto" / "x86.json").read_text())["entries"]
     key = json.loads(entries[0]["key"])
     assert {"target", "tvm_target", "where", "schedules", "threads", "versions", "config"} <= set(key)
-    assert "apache-tvm" in key["versions"] and "mnet-compile" in key["versions"]
+    assert {"apache-tvm", "apache-tvm-ffi", "mnet-compile", "compiler"} <= set(key["versions"])
 
 
 def test_what_changes_the_measurement_measures_again(fake):
@@ -32,6 +33,22 @@ def test_what_changes_the_measurement_measures_again(fake):
     sweep(SweepOptions(configs=configs, tuned=False), measurer=fake, **QUIET)
     sweep(SweepOptions(configs=configs, remeasure=True), measurer=fake, **QUIET)
     assert fake.calls == [configs, [(1.0, 224)], configs, configs, configs]
+
+
+def test_a_changed_compiler_measures_again(fake, monkeypatch, tmp_path):
+    """Another default schedule or re-tuned records build other code: the cache must not answer for it."""
+    from mnet_compile.pareto import timing
+
+    sweep(SweepOptions(configs=[(0.25, 128)]), measurer=fake, **QUIET)
+    before = timing.compiler_fingerprint()
+    shutil.copytree(timing.data_dir("schedules"), tmp_path / "schedules")
+    monkeypatch.setattr(timing, "data_dir", lambda name: tmp_path / name)
+    assert timing.compiler_fingerprint() == before  # a copy of the same records
+    records = sorted((tmp_path / "schedules").rglob("*.json"))[0]
+    records.write_text(records.read_text() + "\n")  # one record file changed
+    assert timing.compiler_fingerprint() != before
+    sweep(SweepOptions(configs=[(0.25, 128)]), measurer=fake, **QUIET)
+    assert len(fake.calls) == 2
 
 
 def test_a_damaged_cache_is_measured_again(fake, private_cache):
