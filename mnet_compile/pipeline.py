@@ -181,7 +181,9 @@ def compile_model(request: CompileRequest, log=print) -> Path:
     else:
         step("compiling kernels (--no-tuned: default schedules)")
     executable, stats = compile_executable(mod, preset, database)
-    step(f"tuned records applied to {stats['tuned']} of {stats['kernels']} kernels, default schedules for {stats['kernels'] - stats['tuned']}")
+    default = stats["kernels"] - stats["tuned"] - stats["transferred"]
+    step(f"tuned records applied to {stats['tuned']} of {stats['kernels']} kernels, transferred from nearby "
+         f"kernels to {stats['transferred']}, default schedules for {default}")
     manifest = make_manifest(request, preset, input_name, info)
     manifest["schedules"] = {"family": family, "records": str(records) if records else None, **stats}
     step(f"exporting to {out}")

@@ -161,14 +161,14 @@ def validate_manifest(manifest, manifest_path: str = MANIFEST) -> dict:
     if isinstance(schedules, dict):  # what the build applied: informational, but typed (`mnet-compile profile`)
         for key in ("family", "records"):
             s.optional(schedules, key, f"schedules.{key}", lambda v: isinstance(v, str))
-        for key in ("tuned", "kernels"):
+        for key in ("tuned", "transferred", "kernels"):
             s.optional(schedules, key, f"schedules.{key}", lambda v: _is_int(v) and v >= 0)
         per_kernel = s.obj(schedules, "per_kernel", "schedules.per_kernel", required=False) or {}
         for name, info in per_kernel.items():
             if not isinstance(info, dict):
                 s.fail(f"schedules.per_kernel.{name[:80]}", "must be an object with flops and schedule")
             s.optional(info, "flops", f"schedules.per_kernel.{name[:80]}.flops", lambda v: _is_int(v) and v >= 0)
-            s.string(info, "schedule", f"schedules.per_kernel.{name[:80]}.schedule", required=False, choices=("record", "default"))
+            s.string(info, "schedule", f"schedules.per_kernel.{name[:80]}.schedule", required=False, choices=("record", "transferred", "default"))
 
     inp = s.obj(manifest, "input", "input")
     s.string(inp, "name", "input.name")

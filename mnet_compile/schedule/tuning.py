@@ -27,6 +27,7 @@ from tvm.target import Target
 from . import interrupt, rules
 from .interrupt import INTERRUPTED
 from .measure import InProcessBuilder, InProcessRunner
+from .transfer import TransferIndex, transferred_schedule
 from .tunable import tunable_kernels
 
 Progress = Callable[[int, int, "float | None"], None]
@@ -181,8 +182,10 @@ def count_records(db, kmods) -> tuple[int, list]:
 
 def seed_defaults(db, tasks, target: Target, builder, runner, known=None) -> int:
     """Start every task that has no record yet from what is known: the best records of `known` (the
-    shipped database) for its workload, else its derived default schedule, measured here. The search
-    then evolves from them, and its best record is never worse than where it started. Returns the count."""
+    shipped database) for its workload, else the record of the nearest known kernel refitted to it
+    (transfer.py) and its derived default schedule, both measured here. The search then evolves from
+    them, and its best record is never worse than where it started. Returns the count of seeds."""
+    index = TransferIndex(known) if known is not None else None
     seeded = 0
     for _name, kmod, _weight in tasks:
         if interrupt.requested():  # Ctrl-C: the tasks not seeded yet are seeded when the run resumes
@@ -195,20 +198,24 @@ def seed_defaults(db, tasks, target: Target, builder, runner, known=None) -> int
                 db.commit_tuning_record(ms.database.TuningRecord(rec.trace, workload, rec.run_secs, target, rec.args_info))
                 seeded += 1
             continue
-        if (sch := rules.default_schedule(kmod, target)) is None:
-            continue
-        (built,) = builder.build([BuilderInput(sch.mod, target)])
-        if built.error_msg:
-            continue
-        args_info = ms.arg_info.ArgInfo.from_prim_func(sch.mod["main"])
-        (future,) = runner.run([RunnerInput(built.artifact_path, target.kind.name, args_info)])
-        result = future.result()
-        if result.error_msg or not result.run_secs:
-            continue
-        workload = db.commit_workload(kmod)
-        db.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, result.run_secs, target, args_info))
-        seeded += 1
+        starts = [transferred_schedule(index, kmod, target) if index is not None else None, rules.default_schedule(kmod, target)]
+        seeded += sum(_measure_into(db, kmod, sch, target, builder, runner) for sch in starts if sch is not None)
     return seeded
+
+
+def _measure_into(db, kmod, sch, target: Target, builder, runner) -> bool:
+    """Build and time one schedule of `kmod`; commit it to `db` as a record. False if it failed."""
+    (built,) = builder.build([BuilderInput(sch.mod, target)])
+    if built.error_msg:
+        return False
+    args_info = ms.arg_info.ArgInfo.from_prim_func(sch.mod["main"])
+    device = "cpu" if target.kind.name == "llvm" else target.kind.name  # tvm.runtime.device knows no "llvm"
+    (future,) = runner.run([RunnerInput(built.artifact_path, device, args_info)])
+    result = future.result()
+    if result.error_msg or not result.run_secs:
+        return False
+    db.commit_tuning_record(ms.database.TuningRecord(sch.trace, db.commit_workload(kmod), result.run_secs, target, args_info))
+    return True
 
 
 def tune(
