@@ -42,7 +42,11 @@ CLASSES = click.option("--classes", default=1000, show_default=True, type=int, h
 SOURCE = click.option("--from", "source", type=click.Path(),
                       help="A trained model file instead of a built-in model: .onnx, .tflite or .pt2 (torch.export).")
 INPUT_SHAPE = click.option("--input-shape", "source_shape", help="Fix a --from file's dynamic input dims, e.g. 1,3,224,224.")
-MODEL_OPTIONS = _options(TARGET, MODEL, ALPHA, RESOLUTION, CLASSES, SOURCE, INPUT_SHAPE)
+QUANTIZE = click.option("--quantize", type=click.Choice(["int8"]),
+                        help="Post-training quantization of a built-in model (TFLite's int8 scheme; MobileNet v1).")
+CALIBRATION = click.option("--calibration", type=click.Path(),
+                           help="Folder of images (or .npy inputs) to calibrate --quantize on [default: a seeded synthetic set].")
+MODEL_OPTIONS = _options(TARGET, MODEL, ALPHA, RESOLUTION, CLASSES, SOURCE, INPUT_SHAPE, QUANTIZE, CALIBRATION)
 
 
 def _given(ctx: click.Context, options: dict) -> dict:
@@ -166,7 +170,8 @@ def run(artifact, image, input_path, labels, repeat, public_key):
 
 # How `tune` writes the options it was given back into the command that resumes it (after Ctrl-C).
 _FLAGS = {"target": "--target", "model": "--model", "alpha": "--alpha", "resolution": "--resolution",
-          "classes": "--classes", "source": "--from", "source_shape": "--input-shape"}
+          "classes": "--classes", "source": "--from", "source_shape": "--input-shape", "quantize": "--quantize",
+          "calibration": "--calibration"}
 
 
 def _resume_hint(request, given: dict, trials: int, work_dir, rpc, key, minutes) -> tuple[str, str]:

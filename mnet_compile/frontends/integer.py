@@ -1,0 +1,144 @@
+"""The int8 integer graph: a quantized model as plain layer records, and those records as a Relax module.
+
+Both quantization paths end here: `graph/quantize.py` (post-training quantization of a built-in model) and
+an imported quantized file. The scheme is TFLite's full-integer one:
+- weights int8, symmetric, one scale per output channel; bias int32 at scale input_scale * weight_scale;
+- activations int8, asymmetric, one (scale, zero point) per tensor; ReLU/ReLU6 are the output clamp;
+- requantization by a fixed-point multiplier M (int32, Q31) and exponent e (`quantize_multiplier`, as
+  TFLite's QuantizeMultiplier): out = zp + ((acc * M + 2^(k-1)) >> k), k = 31 - e, in int64 with one
+  rounding (round half up; TFLite's TFLITE_SINGLE_ROUNDING);
+- the input's zero point is the padding value (an explicit pad), so its correction -zp_in * sum(W) is folded
+  into the bias;
+- the float input is quantized by the model's first op: q = clip(floor(x * (1 / scale) + 0.5) + zp) in
+  float32; the int8 logits are dequantized by its last: (q - zp) * scale.
+
+Tensors between layers are int8 (NHWC); a conv accumulates in int32 (conv2d with out_dtype int32).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import tvm
+from tvm import relax
+
+QMIN, QMAX = -128, 127
+
+
+@dataclass
+class Conv:
+    """conv2d (NHWC, HWIO int8 weights, groups) + int32 bias, requantized per output channel, clamped."""
+
+    weight: np.ndarray  # int8 (kh, kw, cin / groups, cout)
+    bias: np.ndarray  # int32 (cout,), at scale input_scale * weight_scale (no zero-point correction)
+    strides: tuple[int, int]
+    padding: tuple[int, int, int, int]  # top, left, bottom, right
+    groups: int
+    input_zero_point: int
+    multiplier: np.ndarray  # int32 (cout,), Q31
+    exponent: np.ndarray  # int (cout,): real multiplier = multiplier * 2^(exponent - 31)
+    output_zero_point: int
+    clamp: tuple[int, int]  # the activation as an int8 range
+
+
+@dataclass
+class MeanPool:
+    """Global average pool over H and W (keepdims), requantized to the same scale and zero point."""
+
+    zero_point: int
+    size: int  # H * W
+
+
+@dataclass
+class IntegerModel:
+    input_name: str
+    input_shape: tuple[int, ...]  # NCHW float32
+    input_scale: float
+    input_zero_point: int
+    layers: list = field(default_factory=list)
+    output_scale: float = 1.0
+    output_zero_point: int = 0
+    output_shape: tuple[int, ...] = ()
+
+
+def quantize_multiplier(real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """TFLite's QuantizeMultiplier: real = M * 2^(e - 31) with M an int32 in [2^30, 2^31) (0 for 0)."""
+    mults, exps = [], []
+    for value in np.atleast_1d(np.asarray(real, np.float64)):
+        if value == 0:
+            mults.append(0)
+            exps.append(0)
+            continue
+        mantissa, exponent = math.frexp(float(value))
+        q = int(round(mantissa * (1 << 31)))
+        if q == 1 << 31:
+            q //= 2
+            exponent += 1
+        if exponent < -31:  # too small to matter: the output is the zero point
+            q, exponent = 0, 0
+        mults.append(q)
+        exps.append(exponent)
+    return np.array(mults, np.int64), np.array(exps, np.int64)
+
+
+def _const(value, dtype: str) -> relax.Expr:
+    return relax.const(np.asarray(value, dtype), dtype)
+
+
+def _emit_requantize(bb, acc, multiplier, exponent, zero_point: int, clamp) -> relax.Var:
+    """int32 accumulators -> int8: ((acc * M + 2^(k-1)) >> k) + zp, clamped; M, k per channel, in int64."""
+    shift = 31 - np.asarray(exponent, np.int64)
+    if shift.min() < 1 or shift.max() > 62:
+        raise ValueError(f"requantization shift out of range: {shift.min()}..{shift.max()}")
+    x = bb.emit(relax.op.astype(acc, "int64"))
+    x = bb.emit(relax.op.multiply(x, _const(multiplier, "int64")))
+    x = bb.emit(relax.op.add(x, _const(np.left_shift(np.int64(1), shift - 1), "int64")))
+    x = bb.emit(relax.op.right_shift(x, _const(shift, "int64")))
+    x = bb.emit(relax.op.add(x, _const(zero_point, "int64")))
+    x = bb.emit(relax.op.clip(x, int(clamp[0]), int(clamp[1])))
+    return bb.emit(relax.op.astype(x, "int8"))
+
+
+def _emit_conv(bb, x, layer: Conv) -> relax.Var:
+    top, left, bottom, right = layer.padding
+    if any(layer.padding):  # padded with the input's zero point: a real 0
+        x = bb.emit(relax.op.nn.pad(x, [0, 0, top, bottom, left, right, 0, 0], pad_value=float(layer.input_zero_point)))
+    weight = layer.weight.astype(np.int8)
+    acc = bb.emit(
+        relax.op.nn.conv2d(x, _const(weight, "int8"), strides=list(layer.strides), padding=[0, 0, 0, 0],
+                           groups=layer.groups, data_layout="NHWC", kernel_layout="HWIO", out_dtype="int32")
+    )  # fmt: skip
+    bias = layer.bias.astype(np.int64) - layer.input_zero_point * weight.astype(np.int64).sum(axis=(0, 1, 2))
+    acc = bb.emit(relax.op.add(acc, _const(bias, "int32")))
+    return _emit_requantize(bb, acc, layer.multiplier, layer.exponent, layer.output_zero_point, layer.clamp)
+
+
+def _emit_mean(bb, x, layer: MeanPool) -> relax.Var:
+    total = bb.emit(relax.op.sum(relax.op.astype(x, "int32"), axis=[1, 2], keepdims=True))
+    total = bb.emit(relax.op.add(total, _const(-layer.size * layer.zero_point, "int32")))
+    multiplier, exponent = quantize_multiplier(1.0 / layer.size)
+    return _emit_requantize(bb, total, multiplier, exponent, layer.zero_point, (QMIN, QMAX))
+
+
+def to_relax(model: IntegerModel) -> tvm.IRModule:
+    """The integer graph as a Relax module: float32 NCHW in, float32 out (a 1-tuple, like the imported models)."""
+    bb = relax.BlockBuilder()
+    x = relax.Var(model.input_name, relax.TensorType(list(model.input_shape), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            h = bb.emit(relax.op.permute_dims(x, [0, 2, 3, 1]))
+            h = bb.emit(relax.op.multiply(h, _const(1.0 / model.input_scale, "float32")))
+            h = bb.emit(relax.op.floor(relax.op.add(h, _const(0.5, "float32"))))
+            h = bb.emit(relax.op.add(h, _const(model.input_zero_point, "float32")))
+            h = bb.emit(relax.op.astype(relax.op.clip(h, float(QMIN), float(QMAX)), "int8"))
+            for layer in model.layers:
+                h = _emit_conv(bb, h, layer) if isinstance(layer, Conv) else _emit_mean(bb, h, layer)
+            h = bb.emit(relax.op.astype(h, "float32"))
+            h = bb.emit(relax.op.subtract(h, _const(model.output_zero_point, "float32")))
+            h = bb.emit(relax.op.multiply(h, _const(model.output_scale, "float32")))
+            h = bb.emit(relax.op.reshape(h, list(model.output_shape)))
+            out = bb.emit_output(relax.Tuple([h]))
+        bb.emit_func_output(out)
+    return bb.get()
