@@ -7,8 +7,8 @@ an imported quantized file. The scheme is TFLite's full-integer one:
 - requantization by a fixed-point multiplier M (int32, Q31) and exponent e (`quantize_multiplier`, as
   TFLite's QuantizeMultiplier): out = zp + ((acc * M + 2^(k-1)) >> k), k = 31 - e, in int64 with one
   rounding (round half up; TFLite's TFLITE_SINGLE_ROUNDING);
-- the input's zero point is the padding value (an explicit pad), so its correction -zp_in * sum(W) is folded
-  into the bias;
+- the input's zero point is the padding value (padded inside the conv's kernel: `conv_te`), so its
+  correction -zp_in * sum(W) is folded into the bias;
 - the float input is quantized by the model's first op: q = clip(floor(x * (1 / scale) + 0.5) + zp) in
   float32; the int8 logits are dequantized by its last: (q - zp) * scale.
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import tvm
-from tvm import relax
+from tvm import relax, te, tirx, topi
 
 QMIN, QMAX = -128, 127
 
@@ -101,16 +101,41 @@ def _emit_requantize(bb, acc, multiplier, exponent, zero_point: int, clamp) -> r
     return bb.emit(relax.op.astype(x, "int8"))
 
 
+def conv_te(x: te.Tensor, w: te.Tensor, strides, padding, groups: int, zero_point: int) -> te.Tensor:
+    """NHWC int8 conv (dense or depthwise) accumulating in int32, its input padded with `zero_point`.
+
+    Blocks as topi's legalized conv2d (`pad_temp`, then `conv2d_nhwc` / `group_conv2d_nhwc`, spatial axes then
+    3 reduction axes), so the CPU conv rules recognize it; padding with the zero point (a real 0) inside the
+    kernel is what relax's conv2d cannot do (it pads with 0)."""
+    top, left, bottom, right = padding
+    pad = topi.nn.pad(x, [0, top, left, 0], [0, bottom, right, 0], pad_value=tirx.const(zero_point, "int8"), name="pad_temp")
+    n, height, width, _ = (int(d) for d in pad.shape)
+    kh, kw, cin, cout = (int(d) for d in w.shape)
+    (sh, sw), depthwise = strides, groups > 1
+    if depthwise and (cin != 1 or groups != cout):
+        raise ValueError("grouped convolutions other than depthwise are not supported")
+    out_shape = (n, (height - kh) // sh + 1, (width - kw) // sw + 1, cout)
+    ry, rx, rc = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx"), te.reduce_axis((0, cin), "rc")
+
+    def body(b, y, xx, c):
+        channel = c + rc if depthwise else rc
+        product = pad[b, y * sh + ry, xx * sw + rx, channel].astype("int32") * w[ry, rx, rc, c].astype("int32")
+        return te.sum(product, axis=[ry, rx, rc])
+
+    return te.compute(out_shape, body, name="group_conv2d_nhwc" if depthwise else "conv2d_nhwc")
+
+
 def _emit_conv(bb, x, layer: Conv) -> relax.Var:
-    top, left, bottom, right = layer.padding
-    if any(layer.padding):  # padded with the input's zero point: a real 0
-        x = bb.emit(relax.op.nn.pad(x, [0, 0, top, bottom, left, right, 0, 0], pad_value=float(layer.input_zero_point)))
-    weight = layer.weight.astype(np.int8)
-    acc = bb.emit(
-        relax.op.nn.conv2d(x, _const(weight, "int8"), strides=list(layer.strides), padding=[0, 0, 0, 0],
-                           groups=layer.groups, data_layout="NHWC", kernel_layout="HWIO", out_dtype="int32")
-    )  # fmt: skip
-    bias = layer.bias.astype(np.int64) - layer.input_zero_point * weight.astype(np.int64).sum(axis=(0, 1, 2))
+    weight = _const(layer.weight, "int8")
+    if any(layer.padding):  # padded with the input's zero point, inside the conv's kernel
+        args = (layer.strides, layer.padding, layer.groups, layer.input_zero_point)
+        acc = bb.emit_te(lambda a, b: conv_te(a, b, *args), x, weight, primfunc_name_hint="conv2d_int8")
+    else:
+        acc = bb.emit(
+            relax.op.nn.conv2d(x, weight, strides=list(layer.strides), groups=layer.groups, data_layout="NHWC",
+                               kernel_layout="HWIO", out_dtype="int32")
+        )  # fmt: skip
+    bias = layer.bias.astype(np.int64) - layer.input_zero_point * layer.weight.astype(np.int64).sum(axis=(0, 1, 2))
     acc = bb.emit(relax.op.add(acc, _const(bias, "int32")))
     return _emit_requantize(bb, acc, layer.multiplier, layer.exponent, layer.output_zero_point, layer.clamp)
 
