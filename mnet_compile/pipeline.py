@@ -165,11 +165,12 @@ def load_model(request: CompileRequest, preset: Preset, step):
         step("optimizing the graph (BatchNorm folding, constant folding, NHWC layout, channel padding)")
         return passes.optimize(mod, cpu_lanes(preset)), input_name, info, None
     from .graph.quantize import SCHEME, quantize_int8
+    from .schedule.rules.int8 import has_vnni
 
     step("optimizing the graph (BatchNorm folding, constant folding, NHWC layout)")
     mod = passes.optimize(mod)
     step(f"quantizing to int8, calibrated on {calibrated_by['images']} {calibrated_by['source']} inputs")
-    mod, model = quantize_int8(mod, calibration)
+    mod, model = quantize_int8(mod, calibration, dot_product=has_vnni(preset.tvm))
     quantization = dict(SCHEME, calibration=calibrated_by, input={
         "scale": model.input_scale, "zero_point": model.input_zero_point, "quantized_by": "model"},
         output={"scale": model.output_scale, "zero_point": model.output_zero_point, "dequantized_by": "model"})  # fmt: skip

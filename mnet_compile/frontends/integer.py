@@ -125,9 +125,46 @@ def conv_te(x: te.Tensor, w: te.Tensor, strides, padding, groups: int, zero_poin
     return te.compute(out_shape, body, name="group_conv2d_nhwc" if depthwise else "conv2d_nhwc")
 
 
-def _emit_conv(bb, x, layer: Conv) -> relax.Var:
+DOT_LANES, DOT_DEPTH = 16, 4  # x86 vpdpbusd (zmm): 16 int32 lanes, each the sum of 4 u8 x s8 products
+
+
+def packable(layer: Conv) -> bool:
+    """A 1x1 conv that runs as a u8 x s8 dot product over packed weights (`conv1x1_u8i8_te`)."""
+    kh, kw, cin, cout = layer.weight.shape
+    return (kh, kw, layer.groups, tuple(layer.strides)) == (1, 1, 1, (1, 1)) and not any(layer.padding) and (
+        cin % DOT_DEPTH == 0 and cout % DOT_LANES == 0
+    )
+
+
+def pack_weight(weight: np.ndarray) -> np.ndarray:
+    """HWIO (1, 1, Cin, Cout) -> (Cout/16, Cin/4, 16, 4): each 16x4 block is one vpdpbusd operand."""
+    _, _, cin, cout = weight.shape
+    w = weight.reshape(cin // DOT_DEPTH, DOT_DEPTH, cout // DOT_LANES, DOT_LANES)
+    return np.ascontiguousarray(w.transpose(2, 0, 3, 1))
+
+
+def conv1x1_u8i8_te(x: te.Tensor, packed: te.Tensor) -> te.Tensor:
+    """1x1 conv of int8 NHWC `x` as uint8 (x + 128) times packed int8 weights, int32 sums (the +128 is
+    corrected in the bias): the operand types of x86's vpdpbusd, as oneDNN and XNNPACK do it."""
+    data = te.compute(x.shape, lambda *i: (x(*i).astype("int32") + 128).astype("uint8"), name="data_u8")
+    n, height, width, cin = (int(d) for d in x.shape)
+    cout = int(packed.shape[0]) * DOT_LANES
+    k = te.reduce_axis((0, cin), "rc")
+
+    def body(b, y, xx, c):
+        w = packed[c // DOT_LANES, k // DOT_DEPTH, c % DOT_LANES, k % DOT_DEPTH]
+        return te.sum(data[b, y, xx, k].astype("int32") * w.astype("int32"), axis=[k])
+
+    return te.compute((n, height, width, cout), body, name="conv2d_nhwc_u8i8")
+
+
+def _emit_conv(bb, x, layer: Conv, dot_product: bool = False) -> relax.Var:
     weight = _const(layer.weight, "int8")
-    if any(layer.padding):  # padded with the input's zero point, inside the conv's kernel
+    data_zero_point = layer.input_zero_point
+    if dot_product and packable(layer):
+        acc = bb.emit_te(conv1x1_u8i8_te, x, _const(pack_weight(layer.weight), "int8"), primfunc_name_hint="conv1x1_u8i8")
+        data_zero_point += 128
+    elif any(layer.padding):  # padded with the input's zero point, inside the conv's kernel
         args = (layer.strides, layer.padding, layer.groups, layer.input_zero_point)
         acc = bb.emit_te(lambda a, b: conv_te(a, b, *args), x, weight, primfunc_name_hint="conv2d_int8")
     else:
@@ -135,7 +172,7 @@ def _emit_conv(bb, x, layer: Conv) -> relax.Var:
             relax.op.nn.conv2d(x, weight, strides=list(layer.strides), groups=layer.groups, data_layout="NHWC",
                                kernel_layout="HWIO", out_dtype="int32")
         )  # fmt: skip
-    bias = layer.bias.astype(np.int64) - layer.input_zero_point * layer.weight.astype(np.int64).sum(axis=(0, 1, 2))
+    bias = layer.bias.astype(np.int64) - data_zero_point * layer.weight.astype(np.int64).sum(axis=(0, 1, 2))
     acc = bb.emit(relax.op.add(acc, _const(bias, "int32")))
     return _emit_requantize(bb, acc, layer.multiplier, layer.exponent, layer.output_zero_point, layer.clamp)
 
@@ -147,8 +184,9 @@ def _emit_mean(bb, x, layer: MeanPool) -> relax.Var:
     return _emit_requantize(bb, total, multiplier, exponent, layer.zero_point, (QMIN, QMAX))
 
 
-def to_relax(model: IntegerModel) -> tvm.IRModule:
-    """The integer graph as a Relax module: float32 NCHW in, float32 out (a 1-tuple, like the imported models)."""
+def to_relax(model: IntegerModel, dot_product: bool = False) -> tvm.IRModule:
+    """The integer graph as a Relax module: float32 NCHW in, float32 out (a 1-tuple, like the imported models).
+    `dot_product`: the target has x86's u8 x s8 dot product (AVX-512 VNNI); 1x1 convs then take its form."""
     bb = relax.BlockBuilder()
     x = relax.Var(model.input_name, relax.TensorType(list(model.input_shape), "float32"))
     with bb.function("main", [x]):
@@ -159,7 +197,7 @@ def to_relax(model: IntegerModel) -> tvm.IRModule:
             h = bb.emit(relax.op.add(h, _const(model.input_zero_point, "float32")))
             h = bb.emit(relax.op.astype(relax.op.clip(h, float(QMIN), float(QMAX)), "int8"))
             for layer in model.layers:
-                h = _emit_conv(bb, h, layer) if isinstance(layer, Conv) else _emit_mean(bb, h, layer)
+                h = _emit_conv(bb, h, layer, dot_product) if isinstance(layer, Conv) else _emit_mean(bb, h, layer)
             h = bb.emit(relax.op.astype(h, "float32"))
             h = bb.emit(relax.op.subtract(h, _const(model.output_zero_point, "float32")))
             h = bb.emit(relax.op.multiply(h, _const(model.output_scale, "float32")))

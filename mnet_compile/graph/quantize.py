@@ -192,8 +192,9 @@ def quantize_layers(layers: list, inputs: list[np.ndarray], input_name: str, out
     return model
 
 
-def quantize_int8(mod: tvm.IRModule, inputs: list[np.ndarray]) -> tuple[tvm.IRModule, IntegerModel]:
-    """The int8 Relax module of an optimized fp32 module, and its integer model (for the manifest, tests)."""
+def quantize_int8(mod: tvm.IRModule, inputs: list[np.ndarray], dot_product: bool = False) -> tuple[tvm.IRModule, IntegerModel]:
+    """The int8 Relax module of an optimized fp32 module, and its integer model (for the manifest, tests);
+    `dot_product`: 1x1 convs in the form of x86's u8 x s8 dot product (frontends.integer.to_relax)."""
     func = mod["main"]
     params = func.params
     if len(params) != 1:
@@ -201,4 +202,4 @@ def quantize_int8(mod: tvm.IRModule, inputs: list[np.ndarray]) -> tuple[tvm.IRMo
     ret = func.ret_ty
     shape = ret.fields[0].shape if hasattr(ret, "fields") else ret.shape
     model = quantize_layers(float_layers(mod), inputs, params[0].name, [int(d) for d in shape])
-    return to_relax(model), model
+    return to_relax(model, dot_product), model
