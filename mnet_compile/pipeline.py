@@ -161,20 +161,36 @@ def load_model(request: CompileRequest, preset: Preset, step):
         step("importing with torch.export into Relax")
         mod = frontends.from_torch(model, request.input_shape)
         input_name = mod["main"].params[0].name
+    if info is not None and info.integer is not None:  # a quantized file: its integer graph, for this target
+        from .frontends.integer import to_relax
+        from .schedule.rules.int8 import has_vnni
+
+        if preset.backend != "cpu":
+            raise MnetError(f"int8 models build for CPU targets; {preset.name} is a {preset.backend} target")
+        step("int8 model: its integer graph (no float round trips)")
+        model = info.integer
+        return to_relax(model, has_vnni(preset.tvm)), input_name, info, _quantization(model, {"source": "model_file"})
     if not request.quantize:
         step("optimizing the graph (BatchNorm folding, constant folding, NHWC layout, channel padding)")
         return passes.optimize(mod, cpu_lanes(preset)), input_name, info, None
-    from .graph.quantize import SCHEME, quantize_int8
+    from .graph.quantize import quantize_int8
     from .schedule.rules.int8 import has_vnni
 
     step("optimizing the graph (BatchNorm folding, constant folding, NHWC layout)")
     mod = passes.optimize(mod)
     step(f"quantizing to int8, calibrated on {calibrated_by['images']} {calibrated_by['source']} inputs")
     mod, model = quantize_int8(mod, calibration, dot_product=has_vnni(preset.tvm))
-    quantization = dict(SCHEME, calibration=calibrated_by, input={
+    quantization = _quantization(model, calibrated_by)
+    return mod, input_name, info, quantization
+
+
+def _quantization(model, calibration: dict) -> dict:
+    """The manifest's "quantization" entry of an integer model (frontends/integer.py)."""
+    from .frontends.integer import SCHEME
+
+    return dict(SCHEME, calibration=calibration, input={
         "scale": model.input_scale, "zero_point": model.input_zero_point, "quantized_by": "model"},
         output={"scale": model.output_scale, "zero_point": model.output_zero_point, "dequantized_by": "model"})  # fmt: skip
-    return mod, input_name, info, quantization
 
 
 def cpu_lanes(preset: Preset) -> int | None:

@@ -26,6 +26,14 @@ from tvm import relax, te, tirx, topi
 
 QMIN, QMAX = -128, 127
 
+SCHEME = {
+    "dtype": "int8",
+    "weights": "int8 symmetric, per output channel",
+    "activations": "int8 asymmetric, per tensor",
+    "bias": "int32",
+    "requantization": "int32 multiplier and shift, one rounding (TFLite single rounding)",
+}
+
 
 @dataclass
 class Conv:
@@ -45,10 +53,14 @@ class Conv:
 
 @dataclass
 class MeanPool:
-    """Global average pool over H and W (keepdims), requantized to the same scale and zero point."""
+    """Global average pool over H and W (keepdims): the int32 sum, requantized with multiplier
+    (input_scale / (size * output_scale)) as (multiplier, exponent)."""
 
     zero_point: int
     size: int  # H * W
+    multiplier: int
+    exponent: int
+    output_zero_point: int
 
 
 @dataclass
@@ -180,8 +192,12 @@ def _emit_conv(bb, x, layer: Conv, dot_product: bool = False) -> relax.Var:
 def _emit_mean(bb, x, layer: MeanPool) -> relax.Var:
     total = bb.emit(relax.op.sum(relax.op.astype(x, "int32"), axis=[1, 2], keepdims=True))
     total = bb.emit(relax.op.add(total, _const(-layer.size * layer.zero_point, "int32")))
-    multiplier, exponent = quantize_multiplier(1.0 / layer.size)
-    return _emit_requantize(bb, total, multiplier, exponent, layer.zero_point, (QMIN, QMAX))
+    return _emit_requantize(bb, total, layer.multiplier, layer.exponent, layer.output_zero_point, (QMIN, QMAX))
+
+
+def mean_pool(size: int, input_scale: float, input_zero_point: int, output_scale: float, output_zero_point: int) -> MeanPool:
+    (multiplier,), (exponent,) = quantize_multiplier(input_scale / (size * output_scale))
+    return MeanPool(input_zero_point, size, int(multiplier), int(exponent), output_zero_point)
 
 
 def to_relax(model: IntegerModel, dot_product: bool = False) -> tvm.IRModule:

@@ -19,15 +19,8 @@ from tvm import relax
 from tvm.ir.expr import GenericConst, Var
 
 from ..errors import MnetError
-from ..frontends.integer import QMAX, QMIN, Conv, IntegerModel, MeanPool, quantize_multiplier, to_relax
+from ..frontends.integer import QMAX, QMIN, Conv, IntegerModel, mean_pool, quantize_multiplier, to_relax
 
-SCHEME = {
-    "dtype": "int8",
-    "weights": "int8 symmetric, per output channel",
-    "activations": "int8 asymmetric, per tensor (calibrated min/max)",
-    "bias": "int32",
-    "requantization": "int32 multiplier and shift, one rounding (TFLite single rounding)",
-}
 
 
 @dataclass
@@ -172,7 +165,7 @@ def quantize_layers(layers: list, inputs: list[np.ndarray], input_name: str, out
     model = IntegerModel(input_name, tuple(inputs[0].shape), scale, zp, output_shape=tuple(output_shape))
     for layer, (low, high), shape in zip(layers, ranges[1:], shapes):  # shape: the layer's input
         if isinstance(layer, _Pool):  # the mean stays within its input's range: same scale and zero point
-            model.layers.append(MeanPool(zp, shape[1] * shape[2]))
+            model.layers.append(mean_pool(shape[1] * shape[2], scale, zp, scale, zp))
             continue
         out_scale, out_zp = activation_params(low, high)
         w = layer.weight.astype(np.float64)

@@ -55,9 +55,9 @@ def integer_reference(model, x: np.ndarray) -> np.ndarray:
             centered = np.pad(q.astype(np.int64) - layer.input_zero_point, ((0, 0), (top, bottom), (left, right), (0, 0)))
             acc = _conv(centered, layer.weight, layer.strides, layer.groups) + layer.bias
             q = _requantize(acc, layer.multiplier, layer.exponent, layer.output_zero_point, *layer.clamp)
-        else:  # the global mean, same scale and zero point
+        else:  # the global mean
             acc = q.astype(np.int64).sum(axis=(1, 2), keepdims=True) - layer.size * layer.zero_point
-            q = _requantize(acc, *quantize_multiplier(1 / layer.size), layer.zero_point, -128, 127)
+            q = _requantize(acc, layer.multiplier, layer.exponent, layer.output_zero_point, -128, 127)
     return q.reshape(model.output_shape)
 
 
