@@ -6,20 +6,22 @@ activation clamps, an integer mean. It reads the quantized weights and scales of
 pipeline builds (same seeded weights, same default calibration set).
 """
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from mnet_compile import frontends
 from mnet_compile.calibration import calibration_inputs, seeded_image
-from mnet_compile.device import runtime
+from mnet_compile.device import devicekit, runtime
 from mnet_compile.errors import MnetError
 from mnet_compile.frontends.integer import Conv, quantize_multiplier
 from mnet_compile.graph import passes
 from mnet_compile.graph.quantize import activation_params, quantize_int8
 from mnet_compile.models import create_model
 
-from ..helpers import error_line, random_input, run_cli
+from ..helpers import error_line, need, random_input, run_cli
 
 ALPHA, RESOLUTION = 0.25, 128
 
@@ -101,6 +103,17 @@ def test_agrees_with_fp32(quantized):
         got = loaded(x)
         assert got.argmax() == ref.argmax()
         assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()
+
+
+@need("g++")
+def test_cpp_runner_gives_the_loaders_output(quantized, tmp_path):
+    """The C++ runner (mnet-run, natively) takes the int8 artifact unchanged: float input, float logits."""
+    loaded, _, _ = quantized
+    kit = devicekit.host_runtime()
+    app = devicekit.build_app(kit, out=tmp_path / "mnet-run")
+    x = _test_inputs(loaded.manifest)[0]
+    run = devicekit.run_app(app, Path(loaded.path) / "model.so", x, kit=kit)
+    np.testing.assert_array_equal(run.logits.reshape(loaded(x).shape), loaded(x))
 
 
 def test_quantize_multiplier_is_tflites():
