@@ -9,8 +9,8 @@ an imported quantized file. The scheme is TFLite's full-integer one:
   rounding (round half up; TFLite's TFLITE_SINGLE_ROUNDING);
 - the input's zero point is the padding value (padded inside the conv's kernel: `conv_te`), so its
   correction -zp_in * sum(W) is folded into the bias;
-- the float input is quantized by the model's first op: q = clip(floor(x * (1 / scale) + 0.5) + zp) in
-  float32; the int8 logits are dequantized by its last: (q - zp) * scale.
+- the float input is quantized by the model's first conv as it reads it: q = clip(floor(x * (1 / scale)
+  + 0.5) + zp) in float32; the int8 logits are dequantized by the last op: (q - zp) * scale.
 
 Tensors between layers are int8 (NHWC); a conv accumulates in int32 (conv2d with out_dtype int32).
 """
@@ -113,15 +113,45 @@ def _emit_requantize(bb, acc, multiplier, exponent, zero_point: int, clamp) -> r
     return bb.emit(relax.op.astype(x, "int8"))
 
 
-def conv_te(x: te.Tensor, w: te.Tensor, strides, padding, groups: int, zero_point: int) -> te.Tensor:
-    """NHWC int8 conv (dense or depthwise) accumulating in int32, its input padded with `zero_point`.
+def _reader(x: te.Tensor, quantize):
+    """(value(b, y, x, c) -> int8, NHWC shape) of a layer's input: an int8 NHWC tensor, or with
+    `quantize` = (1 / scale, zero point) the float NCHW model input, quantized as it is read."""
+    if quantize is None:
+        return (lambda b, y, xx, c: x[b, y, xx, c]), tuple(int(d) for d in x.shape)
+    inverse, zero_point = quantize
+
+    def value(b, y, xx, c):
+        q = tirx.floor(x[b, c, y, xx] * tirx.const(inverse, "float32") + tirx.const(0.5, "float32"))
+        q = q + tirx.const(zero_point, "float32")
+        return tirx.max(tirx.min(q, tirx.const(QMAX, "float32")), tirx.const(QMIN, "float32")).astype("int8")
+
+    n, c, h, w = (int(d) for d in x.shape)
+    return value, (n, h, w, c)
+
+
+def _padded(read, shape, padding, zero_point: int):
+    """(value(b, y, x, c) of the input padded with `zero_point` (a real 0), padded shape)."""
+    top, left, bottom, right = padding
+    n, h, w, c = shape
+
+    def value(b, y, xx, ch):
+        inside = tirx.all(y >= top, y < top + h, xx >= left, xx < left + w)
+        return tirx.if_then_else(inside, read(b, y - top, xx - left, ch), tirx.const(zero_point, "int8"))
+
+    return value, (n, h + top + bottom, w + left + right, c)
+
+
+def conv_te(x: te.Tensor, w: te.Tensor, strides, padding, groups: int, zero_point: int, quantize=None) -> te.Tensor:
+    """NHWC int8 conv (dense or depthwise) accumulating in int32, its input padded with `zero_point`
+    (and quantized from the float NCHW input, with `quantize`).
 
     Blocks as topi's legalized conv2d (`pad_temp`, then `conv2d_nhwc` / `group_conv2d_nhwc`, spatial axes then
     3 reduction axes), so the CPU conv rules recognize it; padding with the zero point (a real 0) inside the
-    kernel is what relax's conv2d cannot do (it pads with 0)."""
-    top, left, bottom, right = padding
-    pad = topi.nn.pad(x, [0, top, left, 0], [0, bottom, right, 0], pad_value=tirx.const(zero_point, "int8"), name="pad_temp")
-    n, height, width, _ = (int(d) for d in pad.shape)
+    kernel is what relax's conv2d cannot do (it pads with 0). Products are int16 (an int8 x int8 product
+    fits), summed in int32."""
+    read, shape = _padded(*_reader(x, quantize), padding, zero_point)
+    pad = te.compute(shape, read, name="pad_temp")
+    n, height, width, _ = shape
     kh, kw, cin, cout = (int(d) for d in w.shape)
     (sh, sw), depthwise = strides, groups > 1
     if depthwise and (cin != 1 or groups != cout):
@@ -130,9 +160,8 @@ def conv_te(x: te.Tensor, w: te.Tensor, strides, padding, groups: int, zero_poin
     ry, rx, rc = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx"), te.reduce_axis((0, cin), "rc")
 
     def body(b, y, xx, c):
-        channel = c + rc if depthwise else rc
-        product = pad[b, y * sh + ry, xx * sw + rx, channel].astype("int32") * w[ry, rx, rc, c].astype("int32")
-        return te.sum(product, axis=[ry, rx, rc])
+        data = pad[b, y * sh + ry, xx * sw + rx, c + rc if depthwise else rc]
+        return te.sum((data.astype("int16") * w[ry, rx, rc, c].astype("int16")).astype("int32"), axis=[ry, rx, rc])
 
     return te.compute(out_shape, body, name="group_conv2d_nhwc" if depthwise else "conv2d_nhwc")
 
@@ -141,48 +170,63 @@ DOT_LANES, DOT_DEPTH = 16, 4  # x86 vpdpbusd (zmm): 16 int32 lanes, each the sum
 
 
 def packable(layer: Conv) -> bool:
-    """A 1x1 conv that runs as a u8 x s8 dot product over packed weights (`conv1x1_u8i8_te`)."""
-    kh, kw, cin, cout = layer.weight.shape
-    return (kh, kw, layer.groups, tuple(layer.strides)) == (1, 1, 1, (1, 1)) and not any(layer.padding) and (
-        cin % DOT_DEPTH == 0 and cout % DOT_LANES == 0
-    )
+    """A dense conv that runs as a u8 x s8 dot product over packed weights (`conv_u8i8_te`)."""
+    return layer.groups == 1 and layer.weight.shape[3] % DOT_LANES == 0
 
 
 def pack_weight(weight: np.ndarray) -> np.ndarray:
-    """HWIO (1, 1, Cin, Cout) -> (Cout/16, Cin/4, 16, 4): each 16x4 block is one vpdpbusd operand."""
-    _, _, cin, cout = weight.shape
-    w = weight.reshape(cin // DOT_DEPTH, DOT_DEPTH, cout // DOT_LANES, DOT_LANES)
+    """HWIO (kh, kw, Cin, Cout) -> (Cout/16, K/4, 16, 4) with K = kh*kw*Cin rounded up to 4 (zero rows):
+    each 16x4 block is one vpdpbusd operand."""
+    kh, kw, cin, cout = weight.shape
+    depth = -(-kh * kw * cin // DOT_DEPTH) * DOT_DEPTH
+    w = np.zeros((depth, cout), weight.dtype)
+    w[: kh * kw * cin] = weight.reshape(-1, cout)
+    w = w.reshape(depth // DOT_DEPTH, DOT_DEPTH, cout // DOT_LANES, DOT_LANES)
     return np.ascontiguousarray(w.transpose(2, 0, 3, 1))
 
 
-def conv1x1_u8i8_te(x: te.Tensor, packed: te.Tensor) -> te.Tensor:
-    """1x1 conv of int8 NHWC `x` as uint8 (x + 128) times packed int8 weights, int32 sums (the +128 is
-    corrected in the bias): the operand types of x86's vpdpbusd, as oneDNN and XNNPACK do it."""
-    data = te.compute(x.shape, lambda *i: (x(*i).astype("int32") + 128).astype("uint8"), name="data_u8")
-    n, height, width, cin = (int(d) for d in x.shape)
-    cout = int(packed.shape[0]) * DOT_LANES
-    k = te.reduce_axis((0, cin), "rc")
+def conv_u8i8_te(x: te.Tensor, packed: te.Tensor, kernel, strides, padding, zero_point: int, quantize=None) -> te.Tensor:
+    """A dense conv as (pixels, kh*kw*Cin) x (kh*kw*Cin, Cout): the int8 input + 128 as uint8 times packed
+    int8 weights, int32 sums (the +128 is corrected in the bias): the operand types of x86's vpdpbusd, as
+    oneDNN and XNNPACK do it. A 1x1 conv reads its input as it is; any other gathers its patches (im2col)."""
+    read, shape = _padded(*_reader(x, quantize), padding, zero_point)
+    kh, kw = kernel
+    (sh, sw), cin = strides, shape[3]
+    out = (shape[0], (shape[1] - kh) // sh + 1, (shape[2] - kw) // sw + 1)
+    depth = int(packed.shape[1]) * DOT_DEPTH
+
+    def patch(b, y, xx, k):
+        ky, kx, c = k // (kw * cin), k // cin % kw, k % cin
+        value = read(b, y * sh + ky, xx * sw + kx, c).astype("int32") + 128
+        if depth > kh * kw * cin:  # the zero weight rows of the padded depth
+            value = tirx.if_then_else(k < kh * kw * cin, value, 128)
+        return value.astype("uint8")
+
+    data = te.compute((*out, depth), patch, name="data_u8")
+    k = te.reduce_axis((0, depth), "rc")
 
     def body(b, y, xx, c):
         w = packed[c // DOT_LANES, k // DOT_DEPTH, c % DOT_LANES, k % DOT_DEPTH]
         return te.sum(data[b, y, xx, k].astype("int32") * w.astype("int32"), axis=[k])
 
-    return te.compute((n, height, width, cout), body, name="conv2d_nhwc_u8i8")
+    return te.compute((*out, int(packed.shape[0]) * DOT_LANES), body, name="conv2d_nhwc_u8i8")
 
 
-def _emit_conv(bb, x, layer: Conv, dot_product: bool = False) -> relax.Var:
-    weight = _const(layer.weight, "int8")
+def _emit_conv(bb, x, layer: Conv, dot_product: bool = False, quantize=None) -> relax.Var:
+    """The conv, its bias and requantization; `quantize`: x is the float model input, quantized as read."""
     data_zero_point = layer.input_zero_point
     if dot_product and packable(layer):
-        acc = bb.emit_te(conv1x1_u8i8_te, x, _const(pack_weight(layer.weight), "int8"), primfunc_name_hint="conv1x1_u8i8")
+        args = (layer.weight.shape[:2], layer.strides, layer.padding, layer.input_zero_point, quantize)
+        packed = _const(pack_weight(layer.weight), "int8")
+        acc = bb.emit_te(lambda a, b: conv_u8i8_te(a, b, *args), x, packed, primfunc_name_hint="conv_u8i8")
         data_zero_point += 128
-    elif any(layer.padding):  # padded with the input's zero point, inside the conv's kernel
-        args = (layer.strides, layer.padding, layer.groups, layer.input_zero_point)
-        acc = bb.emit_te(lambda a, b: conv_te(a, b, *args), x, weight, primfunc_name_hint="conv2d_int8")
+    elif any(layer.padding) or quantize is not None:  # padded with the zero point, inside the conv's kernel
+        args = (layer.strides, layer.padding, layer.groups, layer.input_zero_point, quantize)
+        acc = bb.emit_te(lambda a, b: conv_te(a, b, *args), x, _const(layer.weight, "int8"), primfunc_name_hint="conv2d_int8")
     else:
         acc = bb.emit(
-            relax.op.nn.conv2d(x, weight, strides=list(layer.strides), groups=layer.groups, data_layout="NHWC",
-                               kernel_layout="HWIO", out_dtype="int32")
+            relax.op.nn.conv2d(x, _const(layer.weight, "int8"), strides=list(layer.strides), groups=layer.groups,
+                               data_layout="NHWC", kernel_layout="HWIO", out_dtype="int32")
         )  # fmt: skip
     bias = layer.bias.astype(np.int64) - data_zero_point * layer.weight.astype(np.int64).sum(axis=(0, 1, 2))
     acc = bb.emit(relax.op.add(acc, _const(bias, "int32")))
@@ -207,12 +251,11 @@ def to_relax(model: IntegerModel, dot_product: bool = False) -> tvm.IRModule:
     x = relax.Var(model.input_name, relax.TensorType(list(model.input_shape), "float32"))
     with bb.function("main", [x]):
         with bb.dataflow():
-            h = bb.emit(relax.op.permute_dims(x, [0, 2, 3, 1]))
-            h = bb.emit(relax.op.multiply(h, _const(1.0 / model.input_scale, "float32")))
-            h = bb.emit(relax.op.floor(relax.op.add(h, _const(0.5, "float32"))))
-            h = bb.emit(relax.op.add(h, _const(model.input_zero_point, "float32")))
-            h = bb.emit(relax.op.astype(relax.op.clip(h, float(QMIN), float(QMAX)), "int8"))
-            for layer in model.layers:
+            if not model.layers or not isinstance(model.layers[0], Conv):
+                raise ValueError("the integer graph starts with a conv")
+            quantize = (1.0 / model.input_scale, model.input_zero_point)  # by the first conv, as it reads
+            h = _emit_conv(bb, x, model.layers[0], dot_product, quantize)
+            for layer in model.layers[1:]:
                 h = _emit_conv(bb, h, layer, dot_product) if isinstance(layer, Conv) else _emit_mean(bb, h, layer)
             h = bb.emit(relax.op.astype(h, "float32"))
             h = bb.emit(relax.op.subtract(h, _const(model.output_zero_point, "float32")))

@@ -1,11 +1,11 @@
-"""The int8 1x1 conv on x86 AVX-512 VNNI: `vpdpbusd` microkernel (u8 activations x s8 packed weights).
+"""The int8 dense convs on x86 AVX-512 VNNI: `vpdpbusd` microkernel (u8 activations x s8 packed weights).
 
-The integer graph (frontends/integer.py, `conv1x1_u8i8_te`) gives such a kernel three blocks: `data_u8`
-(the int8 input + 128), `conv2d_nhwc_u8i8` (int32 sums over weights packed as (Cout/16, Cin/4, 16, 4)) and
-the requantization epilogue. The rule: a register block of `mr` pixels of a row x `nr` 16-channel vectors,
+The integer graph (frontends/integer.py, `conv_u8i8_te`) gives such a kernel three blocks: `data_u8`
+(the int8 input + 128; the patches of a 3x3 conv, im2col), `conv2d_nhwc_u8i8` (int32 sums over weights
+packed as (Cout/16, K/4, 16, 4)) and the requantization epilogue. The rule: a register block of `mr` pixels of a row x `nr` 16-channel vectors,
 accumulated over Cin four channels per `vpdpbusd` (the 16x4 step is tensorized), parallel over
 (channel panel, row, pixel block) tiles; the epilogue per tile, vectorized; the +128 pass vectorized and
-parallel. The knobs are samples (tunable); `default_schedule` fixes them from the shape.
+parallel (the 1x1 convs: ~95% of MobileNet's mult-adds; the stem too). The knobs are samples (tunable); `default_schedule` fixes them from the shape.
 
 TVM's own `dot_16x4_vnni` intrinsic calls llvm.x86.avx512.vpdpbusd.512 with i32 vectors, which the LLVM
 of apache-tvm 0.27 rejects (it takes i8 vectors now); this file registers the same description with an
@@ -24,7 +24,7 @@ from tvm.target import Target, codegen
 from .annotate import RULE_KEY, SKIP
 
 BLOCK = "conv2d_nhwc_u8i8"
-RULE = "mnet.conv1x1_u8i8.x86-avx512-vnni"
+RULE = "mnet.conv_u8i8.x86-avx512-vnni"
 INTRIN = "mnet_dot_16x4_u8i8i32_vnni"
 LANES, DEPTH = 16, 4
 MAX_PIXELS, MAX_VECTORS = 28, 4
@@ -79,7 +79,7 @@ def has_vnni(target: Target) -> bool:
 
 
 def annotate_func(func, target: Target):
-    """`func` with the VNNI rule on its u8 x s8 1x1 conv block (and SKIP on the others), else `func`."""
+    """`func` with the VNNI rule on its u8 x s8 conv block (and SKIP on the others), else `func`."""
     sch = s_tir.Schedule(tvm.IRModule({"main": func}))
     root = sch.get_sblock("root")
     blocks = sch.get_child_blocks(root)
@@ -108,7 +108,7 @@ def blocking(height: int, width: int, vectors: int, cores: int) -> dict:
     return {"mr": best[1], "nr": best[2]}
 
 
-def conv1x1_u8i8(sch: s_tir.Schedule, conv, decide: dict | None = None) -> list[s_tir.Schedule]:
+def conv_u8i8(sch: s_tir.Schedule, conv, decide: dict | None = None) -> list[s_tir.Schedule]:
     shift = sch.get_producers(conv)[0]
     consumers = sch.get_consumers(conv)
     epi = None
@@ -139,7 +139,11 @@ def conv1x1_u8i8(sch: s_tir.Schedule, conv, decide: dict | None = None) -> list[
     sch.tensorize(c1, INTRIN)
     sch.unroll(w1)
     sch.unroll(n1)
-    outer, vec = sch.split(sch.fuse(*sch.get_loops(shift)), [None, 4 * LANES])
+    data = sch.fuse(*sch.get_loops(shift))
+    width = 4 * LANES
+    while int(sch.get(data).extent) % width:
+        width //= 2
+    outer, vec = sch.split(data, [None, width])
     sch.parallel(outer)
     sch.vectorize(vec)
     return [sch]
@@ -153,7 +157,7 @@ def default_schedule(kmod: tvm.IRModule, target: Target) -> s_tir.Schedule | Non
         return None
     out = [int(d) for d in sch.get(blocks[0]).writes[0].source.shape]
     cores = int(target.attrs.get("num-cores", 1) or 1)
-    (sch,) = conv1x1_u8i8(sch, blocks[0], decide=blocking(out[1], out[2], out[3] // LANES, cores))
+    (sch,) = conv_u8i8(sch, blocks[0], decide=blocking(out[1], out[2], out[3] // LANES, cores))
     sch.enter_postproc()
     with target:
         for postproc in ms.Postproc.create("llvm"):
@@ -163,14 +167,14 @@ def default_schedule(kmod: tvm.IRModule, target: Target) -> s_tir.Schedule | Non
 
 
 def _rule(sch, block):
-    return conv1x1_u8i8(sch, block)
+    return conv_u8i8(sch, block)
 
 
 tvm.register_global_func(f"s_tir.meta_schedule.cpu.{RULE}", _rule, override=True)
 
 
 def annotate(mod: tvm.IRModule, target: Target) -> tvm.IRModule:
-    """`mod` with the VNNI rule on every unscheduled u8 x s8 1x1 conv kernel (idempotent)."""
+    """`mod` with the VNNI rule on every unscheduled u8 x s8 conv kernel (idempotent)."""
     if not has_vnni(target):
         return mod
     updates = {}
