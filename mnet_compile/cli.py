@@ -12,7 +12,7 @@ import sys
 import click
 from click.core import ParameterSource
 
-from .bench import BENCH_DIR, PEERS
+from .bench import BENCH_DIR, INT8_PEERS, PEERS
 from .device.runtime import ArtifactError
 from .errors import MnetError
 from .models import MODELS, RESOLUTION_RULE
@@ -240,7 +240,8 @@ def tune(ctx, trials, work_dir, rpc, key, minutes, **options):
 
 @cli.command()
 @click.option("--configs", default="1.0-224,0.5-224,0.25-224,0.25-128", show_default=True, help="ALPHA-RESOLUTION list.")
-@click.option("--peers", default=",".join(PEERS), show_default=True, help="Runtimes to measure.")
+@click.option("--peers", default=",".join(PEERS), show_default=True,
+              help=f"Runtimes to measure; int8 rows on request: {', '.join(INT8_PEERS)}.")
 @click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=1), help="Interleaved rounds (one process per runtime each).")
 @click.option("--runs", default=50, show_default=True, type=click.IntRange(min=1), help="Timed inferences per process.")
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1), help="Threads for every runtime.")
@@ -257,9 +258,9 @@ def bench(configs, peers, rounds, runs, threads, no_tuned, with_profile, json_pa
     except IndexError:
         raise MnetError(f"--configs must look like 1.0-224,0.25-128, got {configs!r}") from None
     names = peers.split(",")
-    unknown = set(names) - set(PEERS)
+    unknown = set(names) - set(PEERS) - set(INT8_PEERS)
     if unknown or "mnet-compile" not in names:
-        raise MnetError(f"--peers must include mnet-compile and be among {', '.join(PEERS)}")
+        raise MnetError(f"--peers must include mnet-compile and be among {', '.join(PEERS + INT8_PEERS)}")
     rows, peak = run_benchmark(parsed, names, rounds, runs, threads, tuned=not no_tuned, log=_log)
     click.echo(format_results(rows, peak, threads))
     if with_profile:
