@@ -295,11 +295,11 @@ def format_results(rows, peak, threads) -> str:
         f"batch 1, fp32 (int8 rows: *-int8), {threads} threads; each runtime in its own process, rounds interleaved",
         f"CPU: {cpu_description()}",
         f"fp32 FMA peak measured now (widest vectors): {peak:.0f} GFLOP/s" if peak else "FMA peak: not measured (needs gcc and AVX2)",
-        f"{'config':9} {'runtime':13} {'median ms':>10} {'p90 ms':>8} {'peer/ours':>9} {'GFLOP/s':>8} {'peak':>6}  check",
+        f"{'config':9} {'runtime':17} {'median ms':>10} {'p90 ms':>8} {'peer/ours':>9} {'GFLOP/s':>8} {'peak':>6}  check",
     ]
     for row in rows:
         if "error" in row:
-            lines.append(f"{row['config']:9} {row['runtime']:13} unavailable: {row['error'][:80]}")
+            lines.append(f"{row['config']:9} {row['runtime']:17} unavailable: {row['error'][:80]}")
             continue
         share = f"{100 * row['share_of_peak']:5.1f}%" if "share_of_peak" in row else "     -"
         check = "ok" if row["matches_pytorch"] else f"MISMATCH (max diff {row['max_abs_diff']:.2e})"
@@ -307,7 +307,7 @@ def format_results(rows, peak, threads) -> str:
             top1 = "same top-1" if row["same_top1"] else "TOP-1 DIFFERS"
             check = f"int8: {top1}, max diff {100 * row['relative_error']:.1f}% of max |logit|"
         lines.append(
-            f"{row['config']:9} {row['runtime']:13} {row['median_ms']:10.3f} {row['p90_ms']:8.3f} "
+            f"{row['config']:9} {row['runtime']:17} {row['median_ms']:10.3f} {row['p90_ms']:8.3f} "
             f"{row['ratio_to_ours']:9.2f} {row['gflops']:8.1f} {share}  {check}"
         )
     return "\n".join(lines)
