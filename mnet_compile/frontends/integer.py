@@ -18,7 +18,7 @@ Tensors between layers are int8 (NHWC); a conv accumulates in int32 (conv2d with
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import tvm
@@ -175,41 +175,65 @@ def packable(layer: Conv) -> bool:
 
 
 def pack_weight(weight: np.ndarray) -> np.ndarray:
-    """HWIO (kh, kw, Cin, Cout) -> (Cout/16, K/4, 16, 4) with K = kh*kw*Cin rounded up to 4 (zero rows):
-    each 16x4 block is one vpdpbusd operand."""
+    """HWIO (kh, kw, Cin, Cout) -> (Cout/16, kh*kw*Cin4/4, 16, 4), Cin4 = Cin rounded up to 4 (zero
+    weights): each 16x4 block is one vpdpbusd operand, 4 input channels of one tap."""
     kh, kw, cin, cout = weight.shape
-    depth = -(-kh * kw * cin // DOT_DEPTH) * DOT_DEPTH
-    w = np.zeros((depth, cout), weight.dtype)
-    w[: kh * kw * cin] = weight.reshape(-1, cout)
-    w = w.reshape(depth // DOT_DEPTH, DOT_DEPTH, cout // DOT_LANES, DOT_LANES)
+    cin4 = -(-cin // DOT_DEPTH) * DOT_DEPTH
+    w = np.zeros((kh, kw, cin4, cout), weight.dtype)
+    w[:, :, :cin] = weight
+    w = w.reshape(kh * kw * cin4 // DOT_DEPTH, DOT_DEPTH, cout // DOT_LANES, DOT_LANES)
     return np.ascontiguousarray(w.transpose(2, 0, 3, 1))
 
 
 def conv_u8i8_te(x: te.Tensor, packed: te.Tensor, kernel, strides, padding, zero_point: int, quantize=None) -> te.Tensor:
-    """A dense conv as (pixels, kh*kw*Cin) x (kh*kw*Cin, Cout): the int8 input + 128 as uint8 times packed
-    int8 weights, int32 sums (the +128 is corrected in the bias): the operand types of x86's vpdpbusd, as
-    oneDNN and XNNPACK do it. A 1x1 conv reads its input as it is; any other gathers its patches (im2col)."""
+    """A dense conv as u8 x s8 dot products: the int8 input + 128 as uint8 (padded with the zero point,
+    its channels with zeros up to a multiple of 4) times packed int8 weights, int32 sums (the +128 is
+    corrected in the bias): the operand types of x86's vpdpbusd, as oneDNN and XNNPACK do it."""
     read, shape = _padded(*_reader(x, quantize), padding, zero_point)
     kh, kw = kernel
     (sh, sw), cin = strides, shape[3]
-    out = (shape[0], (shape[1] - kh) // sh + 1, (shape[2] - kw) // sw + 1)
-    depth = int(packed.shape[1]) * DOT_DEPTH
+    cin4 = -(-cin // DOT_DEPTH) * DOT_DEPTH
 
-    def patch(b, y, xx, k):
-        ky, kx, c = k // (kw * cin), k // cin % kw, k % cin
-        value = read(b, y * sh + ky, xx * sw + kx, c).astype("int32") + 128
-        if depth > kh * kw * cin:  # the zero weight rows of the padded depth
-            value = tirx.if_then_else(k < kh * kw * cin, value, 128)
-        return value.astype("uint8")
+    def shifted(b, y, xx, c):
+        value = (read(b, y, xx, c).astype("int32") + 128).astype("uint8")
+        return value if cin4 == cin else tirx.if_then_else(c < cin, value, tirx.const(128, "uint8"))
 
-    data = te.compute((*out, depth), patch, name="data_u8")
-    k = te.reduce_axis((0, depth), "rc")
+    data = te.compute((*shape[:3], cin4), shifted, name="data_u8")
+    out = (shape[0], (shape[1] - kh) // sh + 1, (shape[2] - kw) // sw + 1, int(packed.shape[0]) * DOT_LANES)
+    ry, rx, rc = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx"), te.reduce_axis((0, cin4), "rc")
 
     def body(b, y, xx, c):
-        w = packed[c // DOT_LANES, k // DOT_DEPTH, c % DOT_LANES, k % DOT_DEPTH]
-        return te.sum(data[b, y, xx, k].astype("int32") * w.astype("int32"), axis=[k])
+        k = (ry * kw + rx) * cin4 + rc
+        w = packed[c // DOT_LANES, k // DOT_DEPTH, c % DOT_LANES, rc % DOT_DEPTH]
+        return te.sum(data[b, y * sh + ry, xx * sw + rx, rc].astype("int32") * w.astype("int32"), axis=[ry, rx, rc])
 
-    return te.compute((*out, int(packed.shape[0]) * DOT_LANES), body, name="conv2d_nhwc_u8i8")
+    return te.compute(out, body, name="conv2d_nhwc_u8i8")
+
+
+def pad_channels(layers: list, lanes: int = DOT_LANES) -> list:
+    """The layers with every dense conv's outputs (but the last layer's) padded to a multiple of `lanes`
+    by zero filters, as the fp32 graph does (graph/padding.py): a padded channel holds its zero point (a real
+    0), the depthwise convs after it get zero filters for it and the next dense conv zero weights, so the
+    output is exactly the unpadded model's. Small alphas' 8-channel layers then fit the dot product."""
+    out, extra = [], 0  # extra: zero channels appended to the current tensor
+    for index, layer in enumerate(layers):
+        if not isinstance(layer, Conv):
+            out.append(layer)
+            continue
+        kh, kw, cin, cout = layer.weight.shape
+        weight, groups = layer.weight, layer.groups
+        if groups > 1:  # depthwise: as many channels as its input
+            add = extra
+            groups += add
+        else:
+            weight = np.concatenate([weight, np.zeros((kh, kw, extra, cout), weight.dtype)], axis=2)
+            add = 0 if index == len(layers) - 1 else -cout % lanes
+        weight = np.concatenate([weight, np.zeros((kh, kw, weight.shape[2], add), weight.dtype)], axis=3)
+        grow = lambda a: np.concatenate([a, np.zeros(add, a.dtype)])  # noqa: E731
+        out.append(replace(layer, weight=weight, bias=grow(layer.bias), groups=groups,
+                           multiplier=grow(np.asarray(layer.multiplier)), exponent=grow(np.asarray(layer.exponent))))  # fmt: skip
+        extra = add
+    return out
 
 
 def _emit_conv(bb, x, layer: Conv, dot_product: bool = False, quantize=None) -> relax.Var:
@@ -253,9 +277,10 @@ def to_relax(model: IntegerModel, dot_product: bool = False) -> tvm.IRModule:
         with bb.dataflow():
             if not model.layers or not isinstance(model.layers[0], Conv):
                 raise ValueError("the integer graph starts with a conv")
+            layers = pad_channels(model.layers) if dot_product else model.layers
             quantize = (1.0 / model.input_scale, model.input_zero_point)  # by the first conv, as it reads
-            h = _emit_conv(bb, x, model.layers[0], dot_product, quantize)
-            for layer in model.layers[1:]:
+            h = _emit_conv(bb, x, layers[0], dot_product, quantize)
+            for layer in layers[1:]:
                 h = _emit_conv(bb, h, layer, dot_product) if isinstance(layer, Conv) else _emit_mean(bb, h, layer)
             h = bb.emit(relax.op.astype(h, "float32"))
             h = bb.emit(relax.op.subtract(h, _const(model.output_zero_point, "float32")))

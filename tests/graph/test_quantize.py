@@ -6,6 +6,7 @@ activation clamps, an integer mean. It reads the quantized weights and scales of
 pipeline builds (same seeded weights, same default calibration set).
 """
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from mnet_compile import frontends
 from mnet_compile.calibration import calibration_inputs, seeded_image
 from mnet_compile.device import devicekit, runtime
 from mnet_compile.errors import MnetError
-from mnet_compile.frontends.integer import Conv, quantize_multiplier
+from mnet_compile.frontends.integer import Conv, pad_channels, quantize_multiplier
 from mnet_compile.graph import passes
 from mnet_compile.graph.quantize import activation_params, quantize_int8
 from mnet_compile.models import create_model
@@ -103,6 +104,15 @@ def test_agrees_with_fp32(quantized):
         got = loaded(x)
         assert got.argmax() == ref.argmax()
         assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()
+
+
+def test_channel_padding_is_exact(quantized):
+    """The VNNI graph pads 8-channel layers to 16 (zero filters): the same int8 logits as unpadded."""
+    _, model, _ = quantized
+    padded = dataclasses.replace(model, layers=pad_channels(model.layers))
+    assert padded.layers[0].weight.shape[3] == 16 and model.layers[0].weight.shape[3] == 8  # alpha 0.25's stem
+    x = random_input((1, 3, RESOLUTION, RESOLUTION), 5)
+    np.testing.assert_array_equal(integer_reference(padded, x), integer_reference(model, x))
 
 
 @need("g++")

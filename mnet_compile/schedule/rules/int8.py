@@ -1,9 +1,9 @@
 """The int8 dense convs on x86 AVX-512 VNNI: `vpdpbusd` microkernel (u8 activations x s8 packed weights).
 
 The integer graph (frontends/integer.py, `conv_u8i8_te`) gives such a kernel three blocks: `data_u8`
-(the int8 input + 128; the patches of a 3x3 conv, im2col), `conv2d_nhwc_u8i8` (int32 sums over weights
-packed as (Cout/16, K/4, 16, 4)) and the requantization epilogue. The rule: a register block of `mr` pixels of a row x `nr` 16-channel vectors,
-accumulated over Cin four channels per `vpdpbusd` (the 16x4 step is tensorized), parallel over
+(the int8 input + 128, zero-point padded, channels padded to 4), `conv2d_nhwc_u8i8` (int32 sums over
+weights packed as (Cout/16, taps*Cin/4, 16, 4)) and the requantization epilogue. The rule: a register block of `mr` pixels of a row x `nr` 16-channel vectors,
+accumulated over the taps and Cin, four channels per `vpdpbusd` (the 16x4 step is tensorized), parallel over
 (channel panel, row, pixel block) tiles; the epilogue per tile, vectorized; the +128 pass vectorized and
 parallel (the 1x1 convs: ~95% of MobileNet's mult-adds; the stem too). The knobs are samples (tunable); `default_schedule` fixes them from the shape.
 
@@ -119,7 +119,7 @@ def conv_u8i8(sch: s_tir.Schedule, conv, decide: dict | None = None) -> list[s_t
             sch.compute_inline(cur)
             cur = nxt
         epi = cur
-    n, h, w, c, k = sch.get_loops(conv)
+    n, h, w, c, *taps, k = sch.get_loops(conv)  # taps: the kernel's rows and columns
     width, vectors = int(sch.get(w).extent), int(sch.get(c).extent) // LANES
     w0, w1 = sch.split(w, sch.sample_perfect_tile(w, n=2, max_innermost_factor=MAX_PIXELS,
                                                   decision=decide and [width // decide["mr"], decide["mr"]]))  # fmt: skip
@@ -127,14 +127,14 @@ def conv_u8i8(sch: s_tir.Schedule, conv, decide: dict | None = None) -> list[s_t
     n0, n1 = sch.split(c0, sch.sample_perfect_tile(c0, n=2, max_innermost_factor=MAX_VECTORS,
                                                    decision=decide and [vectors // decide["nr"], decide["nr"]]))  # fmt: skip
     k0, k1 = sch.split(k, [None, DEPTH])
-    sch.reorder(n, n0, h, w0, k0, w1, n1, c1, k1)
+    sch.reorder(n, n0, h, w0, *taps, k0, w1, n1, c1, k1)
     par = sch.fuse(n, n0, h, w0)
     sch.parallel(par)
     if epi is not None:
         sch.reverse_compute_at(epi, par, preserve_unit_loops=True)
         _, vec = sch.split(sch.get_loops(epi)[-1], [None, LANES])
         sch.vectorize(vec)
-    init = sch.decompose_reduction(conv, k0)
+    init = sch.decompose_reduction(conv, (taps or [k0])[0])
     sch.vectorize(sch.get_loops(init)[-1])
     sch.tensorize(c1, INTRIN)
     sch.unroll(w1)
