@@ -33,6 +33,10 @@ from .helpers import assert_matches_pytorch, error_line, random_input, run_cli
         (["--records", "r", "--no-tuned"], "--records applies tuned records, --no-tuned builds without any"),
         (["compile", "--alpha", "2"], "alpha must be in (0, 1]"),
         (["--model", "mobilenet_v4"], "unknown model 'mobilenet_v4'; known models: mobilenet_v1, mobilenet_v2"),
+        (["--calibration", "images"], "--calibration applies to --quantize int8"),
+        (["--quantize", "int8", "--from", "m.onnx"], "--quantize applies to the built-in models"),
+        (["--quantize", "int8", "--calibration", "no/such/folder"], "calibration folder not found: no/such/folder"),
+        (["--quantize", "int8", "--target", "cuda"], "--quantize int8 builds for CPU targets"),
     ],
 )
 def test_bad_compile_arguments(capsys, tmp_path, args, message):

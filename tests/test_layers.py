@@ -26,7 +26,7 @@ LAYERS = [
     ("schedule and tune", ["mnet_compile.schedule"]),
     ("export", ["mnet_compile.export"]),
     ("device runtime and bundle", ["mnet_compile.device"]),
-    ("orchestration and apps", ["mnet_compile.pipeline", "mnet_compile.peer_models", "mnet_compile.bench",
+    ("orchestration and apps", ["mnet_compile.calibration", "mnet_compile.pipeline", "mnet_compile.peer_models", "mnet_compile.bench",
                                 "mnet_compile.profile", "mnet_compile.cli"]),
 ]
 

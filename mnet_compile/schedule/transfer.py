@@ -29,15 +29,17 @@ RECORDS = 2  # records tried per tuned kernel, best first
 
 
 def kind_and_shape(kmod: tvm.IRModule):
-    """(kind, parameter shapes) of a kernel module: kind = its blocks' names without digits and their rule
-    annotations, so a 1x1 conv with bias and ReLU matches any other such 1x1 conv, whatever its shape."""
+    """(kind, parameter shapes) of a kernel module: kind = its blocks' names without digits, their rule
+    annotations and the parameter dtypes, so a 1x1 conv with bias and ReLU matches any other such 1x1 conv,
+    whatever its shape."""
     sch = s_tir.Schedule(kmod)
     blocks = tuple(
         (re.sub(r"\d+", "", stmt.name_hint), str(stmt.annotations.get(RULE_KEY, "")))
         for stmt in map(sch.get, sch.get_child_blocks(sch.get_sblock("root")))
     )
-    shapes = tuple(tuple(int(d) for d in info.shape) for info in ms.arg_info.ArgInfo.from_prim_func(kmod["main"]))
-    return blocks, shapes
+    infos = ms.arg_info.ArgInfo.from_prim_func(kmod["main"])
+    dtypes = tuple(str(info.dtype) for info in infos)  # an int8 kernel never takes an fp32 kernel's record
+    return (blocks, dtypes), tuple(tuple(int(d) for d in info.shape) for info in infos)
 
 
 def distance(a: tuple, b: tuple) -> float:
