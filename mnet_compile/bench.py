@@ -18,6 +18,9 @@ from pathlib import Path
 import numpy as np
 
 PEERS = ["mnet-compile", "pytorch", "onnxruntime", "openvino", "tflite"]
+# int8 rows on request (--peers): ours (--quantize int8) and ONNX Runtime on its own QDQ model, both
+# calibrated on the same seeded set; checked by top-1 against PyTorch fp32, not by the fp32 tolerance.
+INT8_PEERS = ["mnet-compile-int8", "onnxruntime-int8"]
 BENCH_DIR = "artifacts/bench"
 
 
@@ -38,10 +41,10 @@ def _time(run, x, runs: int) -> tuple[list[float], np.ndarray]:
 
 def _runner(runtime: str, folder: Path, threads: int):
     """A callable for one runtime, with its thread count set; imports only that runtime."""
-    if runtime == "mnet-compile":
+    if runtime in ("mnet-compile", "mnet-compile-int8"):
         from .device.runtime import load
 
-        return load(str(folder / "artifact"))
+        return load(str(folder / ("artifact" if runtime == "mnet-compile" else "artifact_int8")))
     if runtime == "pytorch":
         import torch
 
@@ -56,13 +59,14 @@ def _runner(runtime: str, folder: Path, threads: int):
                 return model(torch.from_numpy(x)).numpy()
 
         return run
-    if runtime == "onnxruntime":
+    if runtime in ("onnxruntime", "onnxruntime-int8"):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        name = "model.onnx" if runtime == "onnxruntime" else "model_int8.onnx"
+        session = ort.InferenceSession(str(folder / name), options, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         return lambda x: session.run(None, {name: x})[0]
     if runtime == "openvino":
@@ -181,8 +185,10 @@ def cpu_description() -> str:
     return f"{info.get('model name', platform.machine())}, {os.cpu_count()} logical CPUs, {' '.join(isa) or 'no AVX2/NEON'}"
 
 
-def prepare(alpha: float, resolution: int, folder: Path, tuned: bool, log) -> None:
-    """Model files for every peer plus our artifact, all with the same seeded weights."""
+def prepare(alpha: float, resolution: int, folder: Path, tuned: bool, log, int8: bool = False, records=None) -> None:
+    """Model files for every peer plus our artifact (built with `records`, a tuning folder, if given), all
+    with the same seeded weights; with `int8` also our int8 artifact and ONNX Runtime's QDQ model,
+    calibrated on the same inputs."""
     import torch
 
     from .models import create_model
@@ -197,8 +203,17 @@ def prepare(alpha: float, resolution: int, folder: Path, tuned: bool, log) -> No
     (folder / "config.json").write_text(json.dumps({"alpha": alpha, "resolution": resolution, "seed": 0}))
     write_onnx(model, x.shape, folder / "model.onnx")
     write_tflite(model, resolution, folder / "model.tflite")
-    request = CompileRequest(alpha=alpha, resolution=resolution, output=str(folder / "artifact"), force=True, tuned=tuned)
+    request = CompileRequest(alpha=alpha, resolution=resolution, output=str(folder / "artifact"), force=True, tuned=tuned,
+                             records=records)  # fmt: skip
     compile_model(request, log=log)
+    if int8:
+        from .calibration import calibration_inputs
+        from .peer_models import write_onnx_qdq
+
+        write_onnx_qdq(folder / "model.onnx", folder / "model_int8.onnx", calibration_inputs(None, x.shape)[0])
+        request = CompileRequest(alpha=alpha, resolution=resolution, output=str(folder / "artifact_int8"), force=True,
+                                 tuned=tuned, quantize="int8")  # fmt: skip
+        compile_model(request, log=log)
 
 
 def measure_alone(runtime: str, folder: Path, runs: int, threads: int) -> dict:
@@ -220,8 +235,10 @@ def artifact_folder(workdir, alpha: float, resolution: int) -> Path:
     return Path(workdir).absolute() / f"{alpha}-{resolution}"
 
 
-def run_benchmark(configs, peers=PEERS, rounds=3, runs=50, threads=2, workdir=BENCH_DIR, tuned=True, log=print):
-    """Measure every (config, runtime) in interleaved rounds; return the result rows and the FMA peak."""
+def run_benchmark(configs, peers=PEERS, rounds=3, runs=50, threads=2, workdir=BENCH_DIR, tuned=True, log=print,
+                  records=None):
+    """Measure every (config, runtime) in interleaved rounds; return the result rows and the FMA peak.
+    `records`: a tuning folder our build uses instead of the shipped records."""
     from .models.cost import cost_report
 
     workdir = Path(workdir).absolute()
@@ -230,7 +247,8 @@ def run_benchmark(configs, peers=PEERS, rounds=3, runs=50, threads=2, workdir=BE
     for alpha, resolution in configs:
         folders[(alpha, resolution)] = artifact_folder(workdir, alpha, resolution)
         log(f"preparing {alpha}-{resolution}")
-        prepare(alpha, resolution, folders[(alpha, resolution)], tuned, log=lambda message: None)
+        int8 = any(p in INT8_PEERS for p in peers)
+        prepare(alpha, resolution, folders[(alpha, resolution)], tuned, log=lambda message: None, int8=int8, records=records)
     peaks = [fma_peak_gflops(threads)]
     samples = {(c, p): [] for c in configs for p in peers}
     outputs, errors = {}, {}
@@ -261,14 +279,17 @@ def run_benchmark(configs, peers=PEERS, rounds=3, runs=50, threads=2, workdir=BE
             else:
                 times = np.array(samples[(config, peer)])
                 diff = float(np.abs(outputs[(config, peer)] - ref).max())
+                same_top1 = bool(outputs[(config, peer)].argmax() == ref.argmax())
                 row.update(
                     median_ms=float(np.median(times)),
                     p90_ms=float(np.percentile(times, 90)),
                     ratio_to_ours=float(np.median(times) / ours) if ours else None,
                     gflops=flops / np.median(times) / 1e6,
                     max_abs_diff=diff,
-                    matches_pytorch=bool(diff <= 1e-4 * np.abs(ref).max() and outputs[(config, peer)].argmax() == ref.argmax()),
+                    matches_pytorch=bool(diff <= 1e-4 * np.abs(ref).max() and same_top1),
                 )
+                if peer in INT8_PEERS:
+                    row.update(int8=True, same_top1=same_top1, relative_error=diff / float(np.abs(ref).max()))
                 if peak:
                     row["share_of_peak"] = row["gflops"] / peak
             rows.append(row)
@@ -277,19 +298,22 @@ def run_benchmark(configs, peers=PEERS, rounds=3, runs=50, threads=2, workdir=BE
 
 def format_results(rows, peak, threads) -> str:
     lines = [
-        f"batch 1, fp32, {threads} threads; each runtime in its own process, rounds interleaved",
+        f"batch 1, fp32 (int8 rows: *-int8), {threads} threads; each runtime in its own process, rounds interleaved",
         f"CPU: {cpu_description()}",
         f"fp32 FMA peak measured now (widest vectors): {peak:.0f} GFLOP/s" if peak else "FMA peak: not measured (needs gcc and AVX2)",
-        f"{'config':9} {'runtime':13} {'median ms':>10} {'p90 ms':>8} {'peer/ours':>9} {'GFLOP/s':>8} {'peak':>6}  check",
+        f"{'config':9} {'runtime':17} {'median ms':>10} {'p90 ms':>8} {'peer/ours':>9} {'GFLOP/s':>8} {'peak':>6}  check",
     ]
     for row in rows:
         if "error" in row:
-            lines.append(f"{row['config']:9} {row['runtime']:13} unavailable: {row['error'][:80]}")
+            lines.append(f"{row['config']:9} {row['runtime']:17} unavailable: {row['error'][:80]}")
             continue
         share = f"{100 * row['share_of_peak']:5.1f}%" if "share_of_peak" in row else "     -"
         check = "ok" if row["matches_pytorch"] else f"MISMATCH (max diff {row['max_abs_diff']:.2e})"
+        if row.get("int8"):
+            top1 = "same top-1" if row["same_top1"] else "TOP-1 DIFFERS"
+            check = f"int8: {top1}, max diff {100 * row['relative_error']:.1f}% of max |logit|"
         lines.append(
-            f"{row['config']:9} {row['runtime']:13} {row['median_ms']:10.3f} {row['p90_ms']:8.3f} "
+            f"{row['config']:9} {row['runtime']:17} {row['median_ms']:10.3f} {row['p90_ms']:8.3f} "
             f"{row['ratio_to_ours']:9.2f} {row['gflops']:8.1f} {share}  {check}"
         )
     return "\n".join(lines)

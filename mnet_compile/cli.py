@@ -12,7 +12,7 @@ import sys
 import click
 from click.core import ParameterSource
 
-from .bench import BENCH_DIR, PEERS
+from .bench import BENCH_DIR, INT8_PEERS, PEERS
 from .device.runtime import ArtifactError
 from .errors import MnetError
 from .models import MODELS, RESOLUTION_RULE
@@ -42,7 +42,11 @@ CLASSES = click.option("--classes", default=1000, show_default=True, type=int, h
 SOURCE = click.option("--from", "source", type=click.Path(),
                       help="A trained model file instead of a built-in model: .onnx, .tflite or .pt2 (torch.export).")
 INPUT_SHAPE = click.option("--input-shape", "source_shape", help="Fix a --from file's dynamic input dims, e.g. 1,3,224,224.")
-MODEL_OPTIONS = _options(TARGET, MODEL, ALPHA, RESOLUTION, CLASSES, SOURCE, INPUT_SHAPE)
+QUANTIZE = click.option("--quantize", type=click.Choice(["int8"]),
+                        help="Post-training quantization of a built-in model (TFLite's int8 scheme; MobileNet v1).")
+CALIBRATION = click.option("--calibration", type=click.Path(),
+                           help="Folder of images (or .npy inputs) to calibrate --quantize on [default: a seeded synthetic set].")
+MODEL_OPTIONS = _options(TARGET, MODEL, ALPHA, RESOLUTION, CLASSES, SOURCE, INPUT_SHAPE, QUANTIZE, CALIBRATION)
 
 
 def _given(ctx: click.Context, options: dict) -> dict:
@@ -167,7 +171,8 @@ def run(artifact, image, input_path, labels, repeat, public_key):
 
 # How `tune` writes the options it was given back into the command that resumes it (after Ctrl-C).
 _FLAGS = {"target": "--target", "model": "--model", "alpha": "--alpha", "resolution": "--resolution",
-          "classes": "--classes", "source": "--from", "source_shape": "--input-shape"}
+          "classes": "--classes", "source": "--from", "source_shape": "--input-shape", "quantize": "--quantize",
+          "calibration": "--calibration"}
 
 
 def _resume_hint(request, given: dict, trials: int, work_dir, rpc, key, minutes) -> tuple[str, str]:
@@ -236,14 +241,16 @@ def tune(ctx, trials, work_dir, rpc, key, minutes, **options):
 
 @cli.command()
 @click.option("--configs", default="1.0-224,0.5-224,0.25-224,0.25-128", show_default=True, help="ALPHA-RESOLUTION list.")
-@click.option("--peers", default=",".join(PEERS), show_default=True, help="Runtimes to measure.")
+@click.option("--peers", default=",".join(PEERS), show_default=True,
+              help=f"Runtimes to measure; int8 rows on request: {', '.join(INT8_PEERS)}.")
 @click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=1), help="Interleaved rounds (one process per runtime each).")
 @click.option("--runs", default=50, show_default=True, type=click.IntRange(min=1), help="Timed inferences per process.")
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1), help="Threads for every runtime.")
 @click.option("--no-tuned", is_flag=True, help="Benchmark our build without the shipped tuned records.")
+@click.option("--records", type=click.Path(), help="Benchmark our build with these tuning records (a `tune` folder).")
 @click.option("--profile", "with_profile", is_flag=True, help="Also print each config's per-kernel profile.")
 @click.option("--json", "json_path", type=click.Path(), help="Also write the result rows to this JSON file.")
-def bench(configs, peers, rounds, runs, threads, no_tuned, with_profile, json_path):
+def bench(configs, peers, rounds, runs, threads, no_tuned, records, with_profile, json_path):
     """Latency against PyTorch, ONNX Runtime, OpenVINO and TFLite (XNNPACK) on the same weights."""
     from .bench import format_results, run_benchmark
     from .models import check_alpha, check_resolution
@@ -253,10 +260,12 @@ def bench(configs, peers, rounds, runs, threads, no_tuned, with_profile, json_pa
     except IndexError:
         raise MnetError(f"--configs must look like 1.0-224,0.25-128, got {configs!r}") from None
     names = peers.split(",")
-    unknown = set(names) - set(PEERS)
+    unknown = set(names) - set(PEERS) - set(INT8_PEERS)
     if unknown or "mnet-compile" not in names:
-        raise MnetError(f"--peers must include mnet-compile and be among {', '.join(PEERS)}")
-    rows, peak = run_benchmark(parsed, names, rounds, runs, threads, tuned=not no_tuned, log=_log)
+        raise MnetError(f"--peers must include mnet-compile and be among {', '.join(PEERS + INT8_PEERS)}")
+    if records and no_tuned:
+        raise MnetError("--records applies tuned records, --no-tuned builds without any: give one, not both")
+    rows, peak = run_benchmark(parsed, names, rounds, runs, threads, tuned=not no_tuned, log=_log, records=records)
     click.echo(format_results(rows, peak, threads))
     if with_profile:
         from .bench import artifact_folder

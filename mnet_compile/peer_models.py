@@ -1,4 +1,5 @@
-"""The benchmark peers' model files for one MobileNet v1: ONNX (torch.onnx) and TFLite (written directly).
+"""The benchmark peers' model files for one MobileNet v1: ONNX (torch.onnx), its int8 QDQ (ONNX Runtime's
+quantizer) and TFLite (written directly).
 
 The TFLite file is written with the flatbuffer schema of the `tflite` package, BatchNorm folded, NHWC, ReLU
 fused into each conv as a TFLite converter would emit it, so LiteRT/XNNPACK runs the same weights as
@@ -199,3 +200,22 @@ def write_tflite(model: nn.Module, resolution: int, path: Path) -> None:
 
     w.op(t.BuiltinOperator.FULLY_CONNECTED, [pooled, fw, fb], [logits], t.BuiltinOptions.FullyConnectedOptions, fc_options)
     path.write_bytes(w.finish([graph_input], [logits]))
+
+
+def write_onnx_qdq(onnx_path: Path, path: Path, inputs: list[np.ndarray]) -> None:
+    """ONNX Runtime's int8 QDQ model of an fp32 ONNX file (quantize_static: QDQ, per-channel int8 weights,
+    int8 activations), calibrated on `inputs` (min/max, as ours)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{"x": x} for x in inputs])  # write_onnx's input name
+
+        def get_next(self):
+            return next(self.items, None)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_static(str(onnx_path), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)  # fmt: skip
+

@@ -38,6 +38,8 @@ class CompileRequest:
     source: str | None = None  # --from: a trained model file (.onnx, .tflite, .pt2) instead of a built-in model
     source_shape: str | tuple | None = None  # --input-shape: fixes the file's dynamic input dims
     sign: str | None = None  # --sign: an Ed25519 private key file; writes manifest.sig (device/signing.py)
+    quantize: str | None = None  # "int8": post-training quantization (graph/quantize.py)
+    calibration: str | None = None  # --calibration: a folder of images or .npy inputs (calibration.py)
 
     def __post_init__(self):
         from .frontends import parse_shape
@@ -45,6 +47,12 @@ class CompileRequest:
         self.source_shape = parse_shape(self.source_shape)
         if self.source_shape and not self.source:
             raise MnetError("--input-shape applies to a model file given with --from")
+        if self.quantize not in (None, "int8"):
+            raise MnetError(f"--quantize supports int8, not {self.quantize!r}")
+        if self.calibration and not self.quantize:
+            raise MnetError("--calibration applies to --quantize int8")
+        if self.quantize and self.source:
+            raise MnetError("--quantize applies to the built-in models, not to a model file given with --from")
         if self.records and not self.tuned:
             raise MnetError("--records applies tuned records, --no-tuned builds without any: give one, not both")
         if self.source:
@@ -73,7 +81,8 @@ class CompileRequest:
     def artifact_name(self, preset: Preset) -> str:
         if self.source:
             return f"{Path(self.source).stem}_{preset.name}"
-        return f"{self.model}_{self.alpha}_{self.resolution}_{preset.name}"
+        suffix = f"_{self.quantize}" if self.quantize else ""
+        return f"{self.model}_{self.alpha}_{self.resolution}{suffix}_{preset.name}"
 
 
 def output_dir(request: CompileRequest, preset: Preset) -> Path:
@@ -124,13 +133,20 @@ def progress_log(log):
 def load_model(request: CompileRequest, preset: Preset, step):
     """The loaded-model step of both compile and tune: the requested model as an optimized Relax module.
 
-    Returns (module, input name, frontends.ModelInput of a --from file or None). Bad input (a file that is no
-    model, unfit --weights) fails before the first step is logged.
+    Returns (module, input name, frontends.ModelInput of a --from file or None, the manifest's
+    "quantization" entry or None). Bad input (a file that is no model, unfit --weights, a calibration folder
+    without inputs) fails before the first step is logged.
     """
     from . import frontends
     from .graph import passes
 
-    info = None
+    info = calibration = None
+    if request.quantize:
+        if preset.backend != "cpu":
+            raise MnetError(f"--quantize int8 builds for CPU targets; {preset.name} is a {preset.backend} target")
+        from .calibration import calibration_inputs
+
+        calibration, calibrated_by = calibration_inputs(request.calibration, request.input_shape)
     if request.source:
         frontends.detect_format(request.source)
         step(f"importing {request.source} into Relax for {preset.tvm}")
@@ -145,8 +161,36 @@ def load_model(request: CompileRequest, preset: Preset, step):
         step("importing with torch.export into Relax")
         mod = frontends.from_torch(model, request.input_shape)
         input_name = mod["main"].params[0].name
-    step("optimizing the graph (BatchNorm folding, constant folding, NHWC layout, channel padding)")
-    return passes.optimize(mod, cpu_lanes(preset)), input_name, info
+    if info is not None and info.integer is not None:  # a quantized file: its integer graph, for this target
+        from .frontends.integer import to_relax
+        from .schedule.rules.int8 import has_vnni
+
+        if preset.backend != "cpu":
+            raise MnetError(f"int8 models build for CPU targets; {preset.name} is a {preset.backend} target")
+        step("int8 model: its integer graph (no float round trips)")
+        model = info.integer
+        return to_relax(model, has_vnni(preset.tvm)), input_name, info, _quantization(model, {"source": "model_file"})
+    if not request.quantize:
+        step("optimizing the graph (BatchNorm folding, constant folding, NHWC layout, channel padding)")
+        return passes.optimize(mod, cpu_lanes(preset)), input_name, info, None
+    from .graph.quantize import quantize_int8
+    from .schedule.rules.int8 import has_vnni
+
+    step("optimizing the graph (BatchNorm folding, constant folding, NHWC layout)")
+    mod = passes.optimize(mod)
+    step(f"quantizing to int8, calibrated on {calibrated_by['images']} {calibrated_by['source']} inputs")
+    mod, model = quantize_int8(mod, calibration, dot_product=has_vnni(preset.tvm))
+    quantization = _quantization(model, calibrated_by)
+    return mod, input_name, info, quantization
+
+
+def _quantization(model, calibration: dict) -> dict:
+    """The manifest's "quantization" entry of an integer model (frontends/integer.py)."""
+    from .frontends.integer import SCHEME
+
+    return dict(SCHEME, calibration=calibration, input={
+        "scale": model.input_scale, "zero_point": model.input_zero_point, "quantized_by": "model"},
+        output={"scale": model.output_scale, "zero_point": model.output_zero_point, "dequantized_by": "model"})  # fmt: skip
 
 
 def cpu_lanes(preset: Preset) -> int | None:
@@ -171,7 +215,7 @@ def compile_model(request: CompileRequest, log=print) -> Path:
 
         signing_key = load_private_key(request.sign)
     step = progress_log(log)
-    mod, input_name, info = load_model(request, preset, step)
+    mod, input_name, info, quantization = load_model(request, preset, step)
     database, records = records_database(request, preset)
     family = family_for(preset.tvm)
     if records:
@@ -181,8 +225,12 @@ def compile_model(request: CompileRequest, log=print) -> Path:
     else:
         step("compiling kernels (--no-tuned: default schedules)")
     executable, stats = compile_executable(mod, preset, database)
-    step(f"tuned records applied to {stats['tuned']} of {stats['kernels']} kernels, default schedules for {stats['kernels'] - stats['tuned']}")
+    default = stats["kernels"] - stats["tuned"] - stats["transferred"]
+    step(f"tuned records applied to {stats['tuned']} of {stats['kernels']} kernels, transferred from nearby "
+         f"kernels to {stats['transferred']}, default schedules for {default}")
     manifest = make_manifest(request, preset, input_name, info)
+    if quantization:
+        manifest["quantization"] = quantization
     manifest["schedules"] = {"family": family, "records": str(records) if records else None, **stats}
     step(f"exporting to {out}")
 
@@ -230,7 +278,7 @@ def tune_model(request: CompileRequest, trials: int, work_dir: str | None = None
         builder, runner = remote_measure(preset, rpc, key, log)  # checks the tracker and the key first
     elif not preset.runs_here:
         raise MnetError(f"target {preset.name} does not run on this {platform.machine()} machine, so it cannot be tuned here")
-    mod, _, _ = load_model(request, preset, progress_log(log))
+    mod, _, _, _ = load_model(request, preset, progress_log(log))
     interrupt.check()
     log(f"tuning {trials} trials into {work_dir} (rerun to resume)")
     try:

@@ -1,5 +1,5 @@
 """Where the time goes: per fused kernel of an artifact, time, calls, GFLOP/s, share of the FMA peak, and
-whether a tuned record or the default schedule made it.
+whether its own tuned record, a transferred record or the default schedule made it.
 
 Runs in its own process (`python -m mnet_compile.profile DIR RUNS THREADS`, as `mnet-compile profile`
 starts it) so that TVM's thread pool has the cores alone. Kernel times come from the VM's

@@ -33,6 +33,10 @@ from .helpers import assert_matches_pytorch, error_line, random_input, run_cli
         (["--records", "r", "--no-tuned"], "--records applies tuned records, --no-tuned builds without any"),
         (["compile", "--alpha", "2"], "alpha must be in (0, 1]"),
         (["--model", "mobilenet_v4"], "unknown model 'mobilenet_v4'; known models: mobilenet_v1, mobilenet_v2"),
+        (["--calibration", "images"], "--calibration applies to --quantize int8"),
+        (["--quantize", "int8", "--from", "m.onnx"], "--quantize applies to the built-in models"),
+        (["--quantize", "int8", "--calibration", "no/such/folder"], "calibration folder not found: no/such/folder"),
+        (["--quantize", "int8", "--target", "cuda"], "--quantize int8 builds for CPU targets"),
     ],
 )
 def test_bad_compile_arguments(capsys, tmp_path, args, message):
@@ -166,8 +170,8 @@ def test_tune_then_compile_with_records(capsys, tmp_path):
     args = ["tune", "--alpha", "0.25", "--resolution", "32", "--work-dir", work]
     code, out, _ = run_cli(capsys, *args, "--trials", "3")
     assert code == 0 and out.strip() == str(work)
-    first = (work / "database_tuning_record.json").read_text().count("\n")
-    assert run_cli(capsys, *args, "--trials", "6")[0] == 0
+    first = (work / "database_tuning_record.json").read_text().count("\n")  # seeds (default, transferred) count
+    assert run_cli(capsys, *args, "--trials", str(first + 3))[0] == 0
     assert (work / "database_tuning_record.json").read_text().count("\n") > first >= 3
     out = tmp_path / "art"
     code, _, err = run_cli(capsys, "--alpha", "0.25", "--resolution", "32", "--records", work, "--output", out)

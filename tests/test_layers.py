@@ -26,8 +26,8 @@ LAYERS = [
     ("schedule and tune", ["mnet_compile.schedule"]),
     ("export", ["mnet_compile.export"]),
     ("device runtime and bundle", ["mnet_compile.device"]),
-    ("orchestration and apps", ["mnet_compile.pipeline", "mnet_compile.peer_models", "mnet_compile.bench",
-                                "mnet_compile.profile", "mnet_compile.pareto", "mnet_compile.cli"]),
+    ("orchestration and apps", ["mnet_compile.calibration", "mnet_compile.pipeline", "mnet_compile.peer_models",
+                                "mnet_compile.bench", "mnet_compile.profile", "mnet_compile.pareto", "mnet_compile.cli"]),
 ]
 
 

@@ -161,14 +161,14 @@ def validate_manifest(manifest, manifest_path: str = MANIFEST) -> dict:
     if isinstance(schedules, dict):  # what the build applied: informational, but typed (`mnet-compile profile`)
         for key in ("family", "records"):
             s.optional(schedules, key, f"schedules.{key}", lambda v: isinstance(v, str))
-        for key in ("tuned", "kernels"):
+        for key in ("tuned", "transferred", "kernels"):
             s.optional(schedules, key, f"schedules.{key}", lambda v: _is_int(v) and v >= 0)
         per_kernel = s.obj(schedules, "per_kernel", "schedules.per_kernel", required=False) or {}
         for name, info in per_kernel.items():
             if not isinstance(info, dict):
                 s.fail(f"schedules.per_kernel.{name[:80]}", "must be an object with flops and schedule")
             s.optional(info, "flops", f"schedules.per_kernel.{name[:80]}.flops", lambda v: _is_int(v) and v >= 0)
-            s.string(info, "schedule", f"schedules.per_kernel.{name[:80]}.schedule", required=False, choices=("record", "default"))
+            s.string(info, "schedule", f"schedules.per_kernel.{name[:80]}.schedule", required=False, choices=("record", "transferred", "default"))
 
     inp = s.obj(manifest, "input", "input")
     s.string(inp, "name", "input.name")
@@ -580,10 +580,38 @@ def _module_kinds(module) -> set:
     return kinds
 
 
+def physical_cores(cpus=None, sysfs: str = "/sys/devices/system/cpu") -> int | None:
+    """Physical cores among the CPUs this process may run on (hyper-threads counted once); None if
+    the kernel does not say (not Linux)."""
+    cpus = sorted(os.sched_getaffinity(0)) if cpus is None else cpus
+    cores = set()
+    for cpu in cpus:
+        try:
+            with open(f"{sysfs}/cpu{cpu}/topology/thread_siblings_list") as f:
+                cores.add(f.read().strip())
+        except OSError:
+            return None
+    return len(cores) or None
+
+
+def use_all_cores() -> None:
+    """Size TVM's thread pool to the physical cores unless TVM_NUM_THREADS or OMP_NUM_THREADS says.
+
+    TVM's own default halves the logical CPUs on x86 (it assumes hyper-threading): one thread on a
+    2-vCPU VM, half the speed. The pool is sized when it first runs, so this acts before the first load."""
+    if "TVM_NUM_THREADS" in os.environ or "OMP_NUM_THREADS" in os.environ:
+        return
+    cores = physical_cores()
+    if cores:
+        os.environ["TVM_NUM_THREADS"] = str(cores)
+
+
 def load(path, device=None, public_key=None) -> CompiledModel:
     """Verify an artifact folder (signature if a public key is given, manifest, checksums, CPU
-    architecture, the compiled module's input and output) and load it."""
+    architecture, the compiled module's input and output) and load it. Unless TVM_NUM_THREADS or
+    OMP_NUM_THREADS is set, the CPU thread pool gets one thread per physical core (`use_all_cores`)."""
     path = os.fspath(path)
+    use_all_cores()
     manifest = read_manifest(path, public_key)
     built_for = _machine(manifest["target"]["arch"])
     here = _machine(platform.machine())

@@ -9,10 +9,12 @@ from ..schedule.backends import BACKENDS
 
 
 def compile_executable(mod: tvm.IRModule, preset, database=None):
-    """Returns the VM executable and {"tuned": kernels scheduled from a record, "kernels": all kernels,
-    "per_kernel": {name: {"flops", "schedule"}}}.
+    """Returns the VM executable and {"tuned": kernels scheduled from their own record, "transferred":
+    kernels scheduled from a nearby kernel's record, "kernels": all kernels, "per_kernel": {name: {"flops",
+    "schedule"}}}.
 
-    Each kernel gets a tuned record from `database`, else a default schedule of its backend (schedule/).
+    Each kernel gets its tuned record from `database`, else a transferred one, else a default schedule of
+    its backend (schedule/).
     """
     backend, target = BACKENDS[preset.backend], preset.tvm
     stats = {"tuned": 0, "kernels": 0, "per_kernel": {}}
@@ -24,4 +26,6 @@ def compile_executable(mod: tvm.IRModule, preset, database=None):
         return passes.finalize(mod)
 
     with backend.scope(target):
-        return tvm.compile(mod, target, relax_pipeline=pipeline), stats
+        executable = tvm.compile(mod, target, relax_pipeline=pipeline)
+    stats["transferred"] = sum(k["schedule"] == "transferred" for k in stats["per_kernel"].values())
+    return executable, stats

@@ -28,6 +28,7 @@ class ModelInput:
     output_shape: list[int] = field(default_factory=list)
     output_kind: str = "logits"  # "probabilities" when the graph ends in a softmax (Keras models do)
     preprocessing: dict = field(default_factory=lambda: dict(IMAGENET))
+    integer: object = None  # a quantized file's integer model (integer.IntegerModel), else None
 
     @property
     def resolution(self) -> int:

@@ -86,6 +86,18 @@ def from_onnx(path, input_shape=None) -> tuple[tvm.IRModule, ModelInput]:
             onnx.load_external_data_for_model(model, os.path.dirname(os.path.abspath(path)))
         except Exception as exc:
             raise MnetError(f"{path}: cannot read its external weights: {first_line(exc)}") from None
+    from .onnx_qdq import from_qdq, is_qdq
+
+    if is_qdq(model):  # int8 QDQ: the integer graph, not the stock frontend's float math
+        from .integer import to_relax
+
+        if len(shape) != 4 or dtype != "float32":
+            raise MnetError(f"{path}: QDQ model: expected a float32 NCHW image input, got {dtype} {shape}")
+        integer = from_qdq(model, path, value.name, shape)
+        info = ModelInput(value.name, shape, dtype, "NCHW", "onnx", integer=integer)
+        mod = to_relax(integer)
+        info.output_shape = output_shape(mod, path)
+        return mod, info
     failure = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -1,10 +1,12 @@
-"""Schedule every TIR kernel of a fused module: a tuned record where the database has one, else a default.
+"""Schedule every TIR kernel of a fused module: its own tuned record where the database has one, else the
+record of the nearest tuned kernel of the same kind refitted to it (transfer.py; CPU), else a default.
 
     mod, applied, total = schedule_kernels(fused_mod, target, database)
 
 `fused_mod` is `passes.fuse(...)` output; the custom-rule annotations (`rules.annotate`) are added here, so
-lookups hash the same kernels that `tuning.tune` tuned. `applied` counts kernels whose record was found AND
-replayed; a kernel whose record fails to replay falls back to the default schedule and is not counted.
+lookups hash the same kernels that `tuning.tune` tuned. `applied` counts kernels whose own record was found
+AND replayed; a kernel whose record fails to replay falls back to a transferred or default schedule and is
+not counted. The report tells the three apart ("record", "transferred", "default").
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.target import Target
 
 from .rules import default_schedule as derived_schedule
+from .transfer import TransferIndex, transferred_schedule
 from .tunable import tunable_kernels
 
 log = logging.getLogger(__name__)
@@ -91,23 +94,27 @@ def _restore_attrs(new: tirx.PrimFunc, old: tirx.PrimFunc) -> tirx.PrimFunc:
 
 
 def schedule_kernels(fused_mod: tvm.IRModule, target: Target, database: ms.Database | None, report=None):
-    """Return (module with every kernel scheduled, kernels scheduled from a record, total kernels).
-    `report` (a dict) receives {kernel name: {"flops": per call, "schedule": "record" | "default"}}."""
+    """Return (module with every kernel scheduled, kernels scheduled from their own record, total kernels).
+    `report` (a dict) receives {kernel name: {"flops": per call, "schedule": "record" | "transferred" |
+    "default"}}."""
     if not any(isinstance(f, tirx.PrimFunc) for f in fused_mod.functions.values()):
         raise ValueError("schedule_kernels wants the fused module (passes.fuse output): it has no TIR kernels")
     mod, found = tunable_kernels(fused_mod, target)
+    index = TransferIndex(database) if database is not None and target.kind.name == "llvm" else None
     applied, total = 0, 0
     updates = {}
     with target:
         for gv, func, kmod in found:
             total += 1
-            new = _from_record(database, kmod, target, gv.name_hint)
+            new, how = _from_record(database, kmod, target, gv.name_hint), "record"
+            if new is None and index is not None and (sch := transferred_schedule(index, kmod, target)) is not None:
+                new, how = sch.mod["main"], "transferred"
             if report is not None:
                 flops = s_tir.analysis.estimate_tir_flops(kmod)
-                report[gv.name_hint] = {"flops": int(flops), "schedule": "record" if new is not None else "default"}
-            if new is not None:
+                report[gv.name_hint] = {"flops": int(flops), "schedule": how if new is not None else "default"}
+            if how == "record" and new is not None:
                 applied += 1
-            else:
+            elif new is None:
                 try:
                     new = default_schedule(kmod, target)
                 except RuntimeError:  # no valid sample (a few GPU kernels): left to the caller's fallback

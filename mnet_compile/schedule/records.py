@@ -1,5 +1,6 @@
-"""Shipped tuning records: schedules/<family>/database_{workload,tuning_record}.json (MetaSchedule
-JSONDatabase format), keyed by kernel workload, so every alpha/resolution sharing a layer shape reuses them.
+"""Shipped tuning records: schedules/<family>/database_{workload,tuning_record}.json.gz (MetaSchedule
+JSONDatabase format, gzipped: each workload is base64 JSON, 13x smaller so), keyed by kernel workload, so
+every alpha/resolution sharing a layer shape reuses them. A tuning folder's plain .json files load too.
 
     db = shipped_database(family_for(target))   # read-only in-memory copy, or None
     prune("/work/tune_x86/work", "schedules/x86-avx2", top_k=3)
@@ -7,6 +8,7 @@ JSONDatabase format), keyed by kernel workload, so every alpha/resolution sharin
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 import tempfile
@@ -33,6 +35,10 @@ def _load(directory: str) -> ms.database.JSONDatabase:
         path_tuning_record=os.path.join(directory, RECORDS),
         allow_missing=False,
     )
+
+
+def _has(directory, suffix: str = "") -> bool:
+    return all(os.path.isfile(os.path.join(directory, f + suffix)) for f in (WORKLOADS, RECORDS))
 
 
 def _unique_workloads(db) -> list:
@@ -63,11 +69,19 @@ def _copy_best(src, dst, top_k: int, keep=None) -> int:
 
 
 def load_records(directory) -> ms.database.Database | None:
-    """The records of a tuning folder as an in-memory database (its files are never written), or None."""
-    if not all(os.path.isfile(os.path.join(directory, f)) for f in (WORKLOADS, RECORDS)):
-        return None
+    """The records of a tuning folder (.json) or of a shipped one (.json.gz) as an in-memory database
+    (the folder's files are never written), or None."""
     mem = ms.database.MemoryDatabase(module_equality="structural")
-    _copy_best(_load(str(directory)), mem, top_k=1 << 20)
+    if _has(directory):
+        _copy_best(_load(str(directory)), mem, top_k=1 << 20)
+        return mem
+    if not _has(directory, ".gz"):
+        return None
+    with tempfile.TemporaryDirectory(prefix="mnet-records-") as tmp:
+        for name in (WORKLOADS, RECORDS):
+            with gzip.open(os.path.join(directory, name + ".gz"), "rb") as src, open(os.path.join(tmp, name), "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        _copy_best(_load(tmp), mem, top_k=1 << 20)
     return mem
 
 
@@ -77,9 +91,9 @@ def shipped_database(family: str) -> ms.database.Database | None:
 
 
 def prune(work_dir: str, out_dir: str, top_k: int = 3, keep=None) -> int:
-    """Write the best `top_k` valid records per workload of a tuning work_dir to `out_dir` (replacing
-    what is there), only for the kernel modules in `keep` if given (the kernels the builds use).
-    Returns the number of records written."""
+    """Write the best `top_k` valid records per workload of a tuning work_dir to `out_dir` as shipped
+    (.json.gz, replacing what is there), only for the kernel modules in `keep` if given (the kernels the
+    builds use). Returns the number of records written."""
     src = ms.database.JSONDatabase(work_dir=work_dir, module_equality="structural")
     tmp = tempfile.mkdtemp(prefix="mnet-records-")
     try:
@@ -88,7 +102,12 @@ def prune(work_dir: str, out_dir: str, top_k: int = 3, keep=None) -> int:
         del dst
         os.makedirs(out_dir, exist_ok=True)
         for name in (WORKLOADS, RECORDS):
-            shutil.copyfile(os.path.join(tmp, name), os.path.join(out_dir, name))
+            with open(os.path.join(tmp, name), "rb") as f, open(os.path.join(tmp, name + ".gz"), "wb") as raw:
+                with gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as z:  # reproducible bytes
+                    shutil.copyfileobj(f, z)
+            os.replace(os.path.join(tmp, name + ".gz"), os.path.join(out_dir, name + ".gz"))
+            if os.path.exists(os.path.join(out_dir, name)):
+                os.remove(os.path.join(out_dir, name))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return n

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 import tvm
 import tvm_ffi
-from tvm import relax
+from tvm import relax, s_tir
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.builder import BuilderInput
@@ -27,6 +27,7 @@ from tvm.target import Target
 from . import interrupt, rules
 from .interrupt import INTERRUPTED
 from .measure import InProcessBuilder, InProcessRunner
+from .transfer import TransferIndex, transferred_schedule
 from .tunable import tunable_kernels
 
 Progress = Callable[[int, int, "float | None"], None]
@@ -180,9 +181,12 @@ def count_records(db, kmods) -> tuple[int, list]:
 
 
 def seed_defaults(db, tasks, target: Target, builder, runner, known=None) -> int:
-    """Start every task that has no record yet from what is known: the best records of `known` (the
-    shipped database) for its workload, else its derived default schedule, measured here. The search
-    then evolves from them, and its best record is never worse than where it started. Returns the count."""
+    """Start every task that has no record yet from what is known, each measured here (never with the
+    times `known` was measured with, elsewhere or before a rule changed): the best records of `known`
+    (the shipped database) for its workload, else the record of the nearest known kernel refitted to it
+    (transfer.py); and its derived default schedule. The search then evolves from the best of them, so
+    its best record is never worse than the default. Returns the count of seeds."""
+    index = TransferIndex(known) if known is not None else None
     seeded = 0
     for _name, kmod, _weight in tasks:
         if interrupt.requested():  # Ctrl-C: the tasks not seeded yet are seeded when the run resumes
@@ -190,25 +194,37 @@ def seed_defaults(db, tasks, target: Target, builder, runner, known=None) -> int
         if db.has_workload(kmod):
             continue
         if known is not None and known.has_workload(kmod):
-            workload = db.commit_workload(kmod)
-            for rec in known.get_top_k(known.commit_workload(kmod), 2):
-                db.commit_tuning_record(ms.database.TuningRecord(rec.trace, workload, rec.run_secs, target, rec.args_info))
-                seeded += 1
-            continue
-        if (sch := rules.default_schedule(kmod, target)) is None:
-            continue
-        (built,) = builder.build([BuilderInput(sch.mod, target)])
-        if built.error_msg:
-            continue
-        args_info = ms.arg_info.ArgInfo.from_prim_func(sch.mod["main"])
-        (future,) = runner.run([RunnerInput(built.artifact_path, target.kind.name, args_info)])
-        result = future.result()
-        if result.error_msg or not result.run_secs:
-            continue
-        workload = db.commit_workload(kmod)
-        db.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, result.run_secs, target, args_info))
-        seeded += 1
+            starts = [_replayed(rec.trace, kmod) for rec in known.get_top_k(known.commit_workload(kmod), 2)]
+        else:
+            starts = [transferred_schedule(index, kmod, target) if index is not None else None]
+        starts.append(rules.default_schedule(kmod, target))
+        seeded += sum(_measure_into(db, kmod, sch, target, builder, runner) for sch in starts if sch is not None)
     return seeded
+
+
+def _replayed(trace, kmod: tvm.IRModule):
+    """`kmod` scheduled by a record's trace, or None if it no longer replays."""
+    sch = s_tir.Schedule(kmod, enable_check=False, error_render_level="none")
+    try:
+        trace.apply_to_schedule(sch, remove_postproc=False)
+    except Exception:
+        return None
+    return sch
+
+
+def _measure_into(db, kmod, sch, target: Target, builder, runner) -> bool:
+    """Build and time one schedule of `kmod`; commit it to `db` as a record. False if it failed."""
+    (built,) = builder.build([BuilderInput(sch.mod, target)])
+    if built.error_msg:
+        return False
+    args_info = ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)  # packed 1x1 weights
+    device = "cpu" if target.kind.name == "llvm" else target.kind.name  # tvm.runtime.device knows no "llvm"
+    (future,) = runner.run([RunnerInput(built.artifact_path, device, args_info)])
+    result = future.result()
+    if result.error_msg or not result.run_secs:
+        return False
+    db.commit_tuning_record(ms.database.TuningRecord(sch.trace, db.commit_workload(kmod), result.run_secs, target, args_info))
+    return True
 
 
 def tune(

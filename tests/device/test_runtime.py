@@ -1,6 +1,7 @@
 """The device loader: checksums, architecture, inputs, and a runtime-only process without torch or click."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -99,3 +100,36 @@ def test_loader_runs_with_runtime_only(artifact_copy, tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), expected)
+
+
+def test_physical_cores_counts_hyper_threads_once(tmp_path):
+    for cpu, siblings in enumerate(["0,2", "1,3", "0,2", "1,3"]):  # 2 cores x 2 hyper-threads
+        (tmp_path / f"cpu{cpu}" / "topology").mkdir(parents=True)
+        (tmp_path / f"cpu{cpu}" / "topology" / "thread_siblings_list").write_text(siblings + "\n")
+    assert runtime.physical_cores([0, 1, 2, 3], sysfs=str(tmp_path)) == 2
+    assert runtime.physical_cores([0, 1], sysfs=str(tmp_path)) == 2
+    assert runtime.physical_cores([0, 2], sysfs=str(tmp_path)) == 1
+    assert runtime.physical_cores([0, 7], sysfs=str(tmp_path)) is None  # the kernel does not say: TVM decides
+
+
+def test_load_gives_the_thread_pool_every_physical_core(artifact_copy, tmp_path):
+    """TVM's own default halves the logical CPUs on x86; the loader sizes the pool to the cores, unless
+    the user's TVM_NUM_THREADS / OMP_NUM_THREADS says otherwise."""
+    script = textwrap.dedent(
+        f"""
+        import tvm_ffi
+        from mnet_compile.device import runtime
+        runtime.load({str(artifact_copy)!r})
+        print(tvm_ffi.get_global_func("runtime.NumThreads")())
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}
+
+    def threads(**extra):
+        proc = subprocess.run([sys.executable, "-c", script], env=dict(env, **extra), capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return int(proc.stdout.split()[-1])
+
+    assert threads() == runtime.physical_cores()
+    assert threads(TVM_NUM_THREADS="1") == 1
+    assert threads(OMP_NUM_THREADS="1") == 1

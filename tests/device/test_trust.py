@@ -436,7 +436,7 @@ def mnet_run(runner, kit, *args, emulate=()):
     return proc.returncode, proc.stdout, proc.stderr
 
 
-def test_cpp_runner_checks_the_artifact_before_dlopen(host_runner, compiled, keys, tmp_path):
+def test_cpp_runner_checks_the_artifact_before_dlopen(host_runner, compiled, keys, tmp_path, monkeypatch):
     """The C++ runner (natively on x86): sha256 of model.so against the manifest by default, the signature
     with --public-key, and exit code 3 for an artifact that fails its check."""
     kit, app = host_runner
@@ -448,6 +448,10 @@ def test_cpp_runner_checks_the_artifact_before_dlopen(host_runner, compiled, key
     expected = runtime.load(str(art))(x)
     code, out, err = mnet_run(app, kit, lib, "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy")
     assert code == 0 and "verified:" in out and "mnet-run: ok" in out, err
+    monkeypatch.delenv("TVM_NUM_THREADS", raising=False)  # runtime.load above set it in this process
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    code, out, err = mnet_run(app, kit, lib)
+    assert f"threads: {runtime.physical_cores()}\n" in out, out  # one per core: TVM's x86 default is half the CPUs
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=0, atol=1e-5)
     code, out, err = mnet_run(app, kit, lib, "--public-key", keys / "builder.pub")
     assert code == 0 and "signed by key" in out and "mnet-run: ok" in out, err

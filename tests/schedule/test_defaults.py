@@ -76,7 +76,8 @@ def test_blocking_fits_the_registers():
             assert (height * width) % b["mr"] == 0 and vectors % b["nr"] == 0
             assert width % b["mr"] == 0 or b["mr"] % width == 0  # a pixel block never straddles rows
             d = depthwise(height, width, vectors, isa, cores=2)
-            assert d["w1"] * d["c1"] <= isa.registers // 2 - 2 and width % d["w1"] == 0
+            assert d["h1"] * d["w1"] * d["c1"] <= isa.registers // 2 and width % d["w1"] == 0
+            assert height % d["h1"] == 0 and vectors % d["c1"] == 0
     # AVX-512 at 224: 7 pixels x 4 vectors (28 of 32 zmm accumulate); AVX2 keeps to its 16 ymm.
     assert pointwise(14, 14, 32, ISAS["x86-avx512"], 2) == {"mr": 7, "nr": 4, "order": "panel"}
     assert pointwise(14, 14, 64, ISAS["x86-avx2"], 2)["mr"] * 4 <= 12

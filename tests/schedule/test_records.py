@@ -55,3 +55,44 @@ def test_shipped_records_compute_the_model(target):
 
 def test_missing_family_has_no_database():
     assert shipped_database("no-such-family") is None
+
+
+def test_pruned_records_ship_gzipped_and_load(tmp_path):
+    """prune writes what the builds use as .json.gz (the workloads are base64 JSON: 13x smaller), and
+    load_records reads a shipped (.gz) folder as well as a tuning folder (.json)."""
+    import os
+
+    from tvm.s_tir import meta_schedule as ms
+
+    from mnet_compile.schedule.records import load_records, prune
+    from mnet_compile.schedule.rules import default_schedule
+    from mnet_compile.schedule.tunable import tunable_kernels
+
+    from .blocks import TARGET, fused_of, separable_block
+
+    kmods = [k for _, _, k in tunable_kernels(fused_of(separable_block(16, 24, 1), (1, 16, 14, 14)), TARGET)[1]]
+    work = tmp_path / "work"
+    work.mkdir()
+    db = ms.database.JSONDatabase(work_dir=str(work), module_equality="structural")
+    for kmod in kmods:
+        if (sch := default_schedule(kmod, TARGET)) is not None:
+            args = ms.arg_info.ArgInfo.from_prim_func(sch.mod["main"])
+            db.commit_tuning_record(ms.database.TuningRecord(sch.trace, db.commit_workload(kmod), [1e-5], TARGET, args))
+    del db
+    assert prune(str(work), str(tmp_path / "ship"), top_k=1, keep=kmods[-1:]) == 1
+    assert sorted(os.listdir(tmp_path / "ship")) == ["database_tuning_record.json.gz", "database_workload.json.gz"]
+    shipped, tuned = load_records(tmp_path / "ship"), load_records(work)
+    assert shipped.has_workload(kmods[-1]) and not shipped.has_workload(kmods[-2])
+    assert tuned.has_workload(kmods[-1]) and tuned.has_workload(kmods[-2])
+    assert load_records(tmp_path) is None
+
+
+def test_avx512_records_cover_the_paper_grid():
+    """schedules/x86-avx512 has a record for every conv kernel of the grid's untuned configs too."""
+    db = shipped_database("x86-avx512")
+    for alpha, res in [(0.75, 160), (1.0, 192)]:
+        fused = fuse(optimize(from_torch(create_model(alpha=alpha), (1, 3, res, res)), isa_for(AVX512).lanes))
+        report = {}
+        schedule_kernels(fused, AVX512, db, report)
+        convs = {name: k["schedule"] for name, k in report.items() if "conv" in name}
+        assert len(convs) >= 20 and set(convs.values()) == {"record"}, (alpha, res, convs)

@@ -32,3 +32,26 @@ def test_tuning_writes_resumes_and_applies(tmp_path):
     mod, applied, total = schedule_kernels(fused, TARGET, reopened)
     assert applied == 1 and total >= 3
     np.testing.assert_allclose(run_vm(mod, x), block(torch.from_numpy(x)).detach().numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_known_records_are_measured_here_beside_the_default(tmp_path):
+    """A shipped record starts the search with the time measured on this machine, not the one it shipped
+    with, and the derived default competes with it: the best seed is never worse than the default."""
+    from mnet_compile.schedule.measure import InProcessBuilder, InProcessRunner
+    from mnet_compile.schedule.rules import default_schedule
+    from mnet_compile.schedule.tuning import seed_defaults
+
+    fused = fused_of(separable_block(16, 24, 1, seed=3), (1, 16, 14, 14))
+    known = ms.database.MemoryDatabase(module_equality="structural")
+    tasks = []
+    for rule in ("mnet.dw3x3.x86-avx2", "mnet.conv1x1.x86-avx2"):  # the 1x1 one takes packed weights
+        kmod = next(k for _, f, k in tunable_kernels(fused, TARGET)[1] if rule in rule_of(f))
+        sch = default_schedule(kmod, TARGET)
+        args = ms.arg_info.ArgInfo.from_prim_func(sch.mod["main"])
+        known.commit_tuning_record(ms.database.TuningRecord(sch.trace, known.commit_workload(kmod), [123.0], TARGET, args))
+        tasks.append((rule, kmod, 1))
+    db = ms.database.MemoryDatabase(module_equality="structural")
+    assert seed_defaults(db, tasks, TARGET, InProcessBuilder(), InProcessRunner(), known) == 4
+    for _, kmod, _ in tasks:
+        secs = [float(r.run_secs[0]) for r in db.get_top_k(db.commit_workload(kmod), 10)]
+        assert len(secs) == 2 and max(secs) < 1.0  # measured here, not the shipped 123 s

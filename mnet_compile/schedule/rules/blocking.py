@@ -37,17 +37,14 @@ def pointwise(height: int, width: int, vectors: int, isa: Isa, cores: int) -> di
 
 
 def depthwise(height: int, width: int, vectors: int, isa: Isa, cores: int) -> dict:
-    """3x3 depthwise: `w1` columns x `c1` channel vectors of accumulators per output row; each tap loads
-    w1*c1 input vectors and c1 weight vectors, so half the registers hold accumulators."""
-    budget = isa.registers // 2 - 2
-    best = None
-    for c1 in _divisors(vectors, 4):
-        for w1 in _divisors(width, 16):
-            if w1 * c1 > budget:
-                continue
-            tiles = height * (vectors // c1)
-            key = (w1 * c1 * min(1.0, tiles / (4 * cores)), c1)
-            if best is None or key > best[0]:
-                best = (key, w1, c1)
-    _, w1, c1 = best
-    return {"h1": 1, "w1": w1, "c1": c1, "order": "rows"}
+    """3x3 depthwise: `h1` rows x `w1` columns x `c1` channel vectors of accumulators. Two output rows
+    share two of their three input rows; a narrow column tile keeps the 9 unrolled taps' input loads
+    few. Measured on AVX-512 (1.0-224, one thread, every h1/w1/c1 of the sketch, three runs): the best
+    blocks were 2 x 2-4 x 1-2 on maps of 28 rows or more, 2 x 1 x 1 at 14 and 1 x 1 x 1 at 7, 1.2-1.9x
+    faster than the former 1 x 7 x 2."""
+    budget = isa.registers // 2
+    h1 = 2 if height % 2 == 0 else 1
+    large = height >= 28
+    c1 = 2 if large and vectors % 2 == 0 else 1
+    w1 = max(d for d in _divisors(width, 4 if large else 1) if h1 * d * c1 <= budget)
+    return {"h1": h1, "w1": w1, "c1": c1, "order": "rows"}

@@ -1,0 +1,291 @@
+"""The int8 integer graph: a quantized model as plain layer records, and those records as a Relax module.
+
+Both quantization paths end here: `graph/quantize.py` (post-training quantization of a built-in model) and
+an imported quantized file. The scheme is TFLite's full-integer one:
+- weights int8, symmetric, one scale per output channel; bias int32 at scale input_scale * weight_scale;
+- activations int8, asymmetric, one (scale, zero point) per tensor; ReLU/ReLU6 are the output clamp;
+- requantization by a fixed-point multiplier M (int32, Q31) and exponent e (`quantize_multiplier`, as
+  TFLite's QuantizeMultiplier): out = zp + ((acc * M + 2^(k-1)) >> k), k = 31 - e, in int64 with one
+  rounding (round half up; TFLite's TFLITE_SINGLE_ROUNDING);
+- the input's zero point is the padding value (padded inside the conv's kernel: `conv_te`), so its
+  correction -zp_in * sum(W) is folded into the bias;
+- the float input is quantized by the model's first conv as it reads it: q = clip(floor(x * (1 / scale)
+  + 0.5) + zp) in float32; the int8 logits are dequantized by the last op: (q - zp) * scale.
+
+Tensors between layers are int8 (NHWC); a conv accumulates in int32 (conv2d with out_dtype int32).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import tvm
+from tvm import relax, te, tirx, topi
+
+QMIN, QMAX = -128, 127
+
+SCHEME = {
+    "dtype": "int8",
+    "weights": "int8 symmetric, per output channel",
+    "activations": "int8 asymmetric, per tensor",
+    "bias": "int32",
+    "requantization": "int32 multiplier and shift, one rounding (TFLite single rounding)",
+}
+
+
+@dataclass
+class Conv:
+    """conv2d (NHWC, HWIO int8 weights, groups) + int32 bias, requantized per output channel, clamped."""
+
+    weight: np.ndarray  # int8 (kh, kw, cin / groups, cout)
+    bias: np.ndarray  # int32 (cout,), at scale input_scale * weight_scale (no zero-point correction)
+    strides: tuple[int, int]
+    padding: tuple[int, int, int, int]  # top, left, bottom, right
+    groups: int
+    input_zero_point: int
+    multiplier: np.ndarray  # int32 (cout,), Q31
+    exponent: np.ndarray  # int (cout,): real multiplier = multiplier * 2^(exponent - 31)
+    output_zero_point: int
+    clamp: tuple[int, int]  # the activation as an int8 range
+
+
+@dataclass
+class MeanPool:
+    """Global average pool over H and W (keepdims): the int32 sum, requantized with multiplier
+    (input_scale / (size * output_scale)) as (multiplier, exponent)."""
+
+    zero_point: int
+    size: int  # H * W
+    multiplier: int
+    exponent: int
+    output_zero_point: int
+
+
+@dataclass
+class IntegerModel:
+    input_name: str
+    input_shape: tuple[int, ...]  # NCHW float32
+    input_scale: float
+    input_zero_point: int
+    layers: list = field(default_factory=list)
+    output_scale: float = 1.0
+    output_zero_point: int = 0
+    output_shape: tuple[int, ...] = ()
+
+
+def quantize_multiplier(real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """TFLite's QuantizeMultiplier: real = M * 2^(e - 31) with M an int32 in [2^30, 2^31) (0 for 0)."""
+    mults, exps = [], []
+    for value in np.atleast_1d(np.asarray(real, np.float64)):
+        if value == 0:
+            mults.append(0)
+            exps.append(0)
+            continue
+        mantissa, exponent = math.frexp(float(value))
+        q = int(round(mantissa * (1 << 31)))
+        if q == 1 << 31:
+            q //= 2
+            exponent += 1
+        if exponent < -31:  # too small to matter: the output is the zero point
+            q, exponent = 0, 0
+        mults.append(q)
+        exps.append(exponent)
+    return np.array(mults, np.int64), np.array(exps, np.int64)
+
+
+def _const(value, dtype: str) -> relax.Expr:
+    return relax.const(np.asarray(value, dtype), dtype)
+
+
+def _emit_requantize(bb, acc, multiplier, exponent, zero_point: int, clamp) -> relax.Var:
+    """int32 accumulators -> int8: ((acc * M + 2^(k-1)) >> k) + zp, clamped; M, k per channel, in int64."""
+    shift = 31 - np.asarray(exponent, np.int64)
+    if shift.min() < 1 or shift.max() > 62:
+        raise ValueError(f"requantization shift out of range: {shift.min()}..{shift.max()}")
+    x = bb.emit(relax.op.astype(acc, "int64"))
+    x = bb.emit(relax.op.multiply(x, _const(multiplier, "int64")))
+    x = bb.emit(relax.op.add(x, _const(np.left_shift(np.int64(1), shift - 1), "int64")))
+    x = bb.emit(relax.op.right_shift(x, _const(shift, "int64")))
+    x = bb.emit(relax.op.add(x, _const(zero_point, "int64")))
+    x = bb.emit(relax.op.clip(x, int(clamp[0]), int(clamp[1])))
+    return bb.emit(relax.op.astype(x, "int8"))
+
+
+def _reader(x: te.Tensor, quantize):
+    """(value(b, y, x, c) -> int8, NHWC shape) of a layer's input: an int8 NHWC tensor, or with
+    `quantize` = (1 / scale, zero point) the float NCHW model input, quantized as it is read."""
+    if quantize is None:
+        return (lambda b, y, xx, c: x[b, y, xx, c]), tuple(int(d) for d in x.shape)
+    inverse, zero_point = quantize
+
+    def value(b, y, xx, c):
+        q = tirx.floor(x[b, c, y, xx] * tirx.const(inverse, "float32") + tirx.const(0.5, "float32"))
+        q = q + tirx.const(zero_point, "float32")
+        return tirx.max(tirx.min(q, tirx.const(QMAX, "float32")), tirx.const(QMIN, "float32")).astype("int8")
+
+    n, c, h, w = (int(d) for d in x.shape)
+    return value, (n, h, w, c)
+
+
+def _padded(read, shape, padding, zero_point: int):
+    """(value(b, y, x, c) of the input padded with `zero_point` (a real 0), padded shape)."""
+    top, left, bottom, right = padding
+    n, h, w, c = shape
+
+    def value(b, y, xx, ch):
+        inside = tirx.all(y >= top, y < top + h, xx >= left, xx < left + w)
+        return tirx.if_then_else(inside, read(b, y - top, xx - left, ch), tirx.const(zero_point, "int8"))
+
+    return value, (n, h + top + bottom, w + left + right, c)
+
+
+def conv_te(x: te.Tensor, w: te.Tensor, strides, padding, groups: int, zero_point: int, quantize=None) -> te.Tensor:
+    """NHWC int8 conv (dense or depthwise) accumulating in int32, its input padded with `zero_point`
+    (and quantized from the float NCHW input, with `quantize`).
+
+    Blocks as topi's legalized conv2d (`pad_temp`, then `conv2d_nhwc` / `group_conv2d_nhwc`, spatial axes then
+    3 reduction axes), so the CPU conv rules recognize it; padding with the zero point (a real 0) inside the
+    kernel is what relax's conv2d cannot do (it pads with 0). Products are int16 (an int8 x int8 product
+    fits), summed in int32."""
+    read, shape = _padded(*_reader(x, quantize), padding, zero_point)
+    pad = te.compute(shape, read, name="pad_temp")
+    n, height, width, _ = shape
+    kh, kw, cin, cout = (int(d) for d in w.shape)
+    (sh, sw), depthwise = strides, groups > 1
+    if depthwise and (cin != 1 or groups != cout):
+        raise ValueError("grouped convolutions other than depthwise are not supported")
+    out_shape = (n, (height - kh) // sh + 1, (width - kw) // sw + 1, cout)
+    ry, rx, rc = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx"), te.reduce_axis((0, cin), "rc")
+
+    def body(b, y, xx, c):
+        data = pad[b, y * sh + ry, xx * sw + rx, c + rc if depthwise else rc]
+        return te.sum((data.astype("int16") * w[ry, rx, rc, c].astype("int16")).astype("int32"), axis=[ry, rx, rc])
+
+    return te.compute(out_shape, body, name="group_conv2d_nhwc" if depthwise else "conv2d_nhwc")
+
+
+DOT_LANES, DOT_DEPTH = 16, 4  # x86 vpdpbusd (zmm): 16 int32 lanes, each the sum of 4 u8 x s8 products
+
+
+def packable(layer: Conv) -> bool:
+    """A dense conv that runs as a u8 x s8 dot product over packed weights (`conv_u8i8_te`)."""
+    return layer.groups == 1 and layer.weight.shape[3] % DOT_LANES == 0
+
+
+def pack_weight(weight: np.ndarray) -> np.ndarray:
+    """HWIO (kh, kw, Cin, Cout) -> (Cout/16, kh*kw*Cin4/4, 16, 4), Cin4 = Cin rounded up to 4 (zero
+    weights): each 16x4 block is one vpdpbusd operand, 4 input channels of one tap."""
+    kh, kw, cin, cout = weight.shape
+    cin4 = -(-cin // DOT_DEPTH) * DOT_DEPTH
+    w = np.zeros((kh, kw, cin4, cout), weight.dtype)
+    w[:, :, :cin] = weight
+    w = w.reshape(kh * kw * cin4 // DOT_DEPTH, DOT_DEPTH, cout // DOT_LANES, DOT_LANES)
+    return np.ascontiguousarray(w.transpose(2, 0, 3, 1))
+
+
+def conv_u8i8_te(x: te.Tensor, packed: te.Tensor, kernel, strides, padding, zero_point: int, quantize=None) -> te.Tensor:
+    """A dense conv as u8 x s8 dot products: the int8 input + 128 as uint8 (padded with the zero point,
+    its channels with zeros up to a multiple of 4) times packed int8 weights, int32 sums (the +128 is
+    corrected in the bias): the operand types of x86's vpdpbusd, as oneDNN and XNNPACK do it."""
+    read, shape = _padded(*_reader(x, quantize), padding, zero_point)
+    kh, kw = kernel
+    (sh, sw), cin = strides, shape[3]
+    cin4 = -(-cin // DOT_DEPTH) * DOT_DEPTH
+
+    def shifted(b, y, xx, c):
+        value = (read(b, y, xx, c).astype("int32") + 128).astype("uint8")
+        return value if cin4 == cin else tirx.if_then_else(c < cin, value, tirx.const(128, "uint8"))
+
+    data = te.compute((*shape[:3], cin4), shifted, name="data_u8")
+    out = (shape[0], (shape[1] - kh) // sh + 1, (shape[2] - kw) // sw + 1, int(packed.shape[0]) * DOT_LANES)
+    ry, rx, rc = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx"), te.reduce_axis((0, cin4), "rc")
+
+    def body(b, y, xx, c):
+        k = (ry * kw + rx) * cin4 + rc
+        w = packed[c // DOT_LANES, k // DOT_DEPTH, c % DOT_LANES, rc % DOT_DEPTH]
+        return te.sum(data[b, y * sh + ry, xx * sw + rx, rc].astype("int32") * w.astype("int32"), axis=[ry, rx, rc])
+
+    return te.compute(out, body, name="conv2d_nhwc_u8i8")
+
+
+def pad_channels(layers: list, lanes: int = DOT_LANES) -> list:
+    """The layers with every dense conv's outputs (but the last layer's) padded to a multiple of `lanes`
+    by zero filters, as the fp32 graph does (graph/padding.py): a padded channel holds its zero point (a real
+    0), the depthwise convs after it get zero filters for it and the next dense conv zero weights, so the
+    output is exactly the unpadded model's. Small alphas' 8-channel layers then fit the dot product."""
+    out, extra = [], 0  # extra: zero channels appended to the current tensor
+    for index, layer in enumerate(layers):
+        if not isinstance(layer, Conv):
+            out.append(layer)
+            continue
+        kh, kw, cin, cout = layer.weight.shape
+        weight, groups = layer.weight, layer.groups
+        if groups > 1:  # depthwise: as many channels as its input
+            add = extra
+            groups += add
+        else:
+            weight = np.concatenate([weight, np.zeros((kh, kw, extra, cout), weight.dtype)], axis=2)
+            add = 0 if index == len(layers) - 1 else -cout % lanes
+        weight = np.concatenate([weight, np.zeros((kh, kw, weight.shape[2], add), weight.dtype)], axis=3)
+        grow = lambda a: np.concatenate([a, np.zeros(add, a.dtype)])  # noqa: E731
+        out.append(replace(layer, weight=weight, bias=grow(layer.bias), groups=groups,
+                           multiplier=grow(np.asarray(layer.multiplier)), exponent=grow(np.asarray(layer.exponent))))  # fmt: skip
+        extra = add
+    return out
+
+
+def _emit_conv(bb, x, layer: Conv, dot_product: bool = False, quantize=None) -> relax.Var:
+    """The conv, its bias and requantization; `quantize`: x is the float model input, quantized as read."""
+    data_zero_point = layer.input_zero_point
+    if dot_product and packable(layer):
+        args = (layer.weight.shape[:2], layer.strides, layer.padding, layer.input_zero_point, quantize)
+        packed = _const(pack_weight(layer.weight), "int8")
+        acc = bb.emit_te(lambda a, b: conv_u8i8_te(a, b, *args), x, packed, primfunc_name_hint="conv_u8i8")
+        data_zero_point += 128
+    elif any(layer.padding) or quantize is not None:  # padded with the zero point, inside the conv's kernel
+        args = (layer.strides, layer.padding, layer.groups, layer.input_zero_point, quantize)
+        acc = bb.emit_te(lambda a, b: conv_te(a, b, *args), x, _const(layer.weight, "int8"), primfunc_name_hint="conv2d_int8")
+    else:
+        acc = bb.emit(
+            relax.op.nn.conv2d(x, _const(layer.weight, "int8"), strides=list(layer.strides), groups=layer.groups,
+                               data_layout="NHWC", kernel_layout="HWIO", out_dtype="int32")
+        )  # fmt: skip
+    bias = layer.bias.astype(np.int64) - data_zero_point * layer.weight.astype(np.int64).sum(axis=(0, 1, 2))
+    acc = bb.emit(relax.op.add(acc, _const(bias, "int32")))
+    return _emit_requantize(bb, acc, layer.multiplier, layer.exponent, layer.output_zero_point, layer.clamp)
+
+
+def _emit_mean(bb, x, layer: MeanPool) -> relax.Var:
+    total = bb.emit(relax.op.sum(relax.op.astype(x, "int32"), axis=[1, 2], keepdims=True))
+    total = bb.emit(relax.op.add(total, _const(-layer.size * layer.zero_point, "int32")))
+    return _emit_requantize(bb, total, layer.multiplier, layer.exponent, layer.output_zero_point, (QMIN, QMAX))
+
+
+def mean_pool(size: int, input_scale: float, input_zero_point: int, output_scale: float, output_zero_point: int) -> MeanPool:
+    (multiplier,), (exponent,) = quantize_multiplier(input_scale / (size * output_scale))
+    return MeanPool(input_zero_point, size, int(multiplier), int(exponent), output_zero_point)
+
+
+def to_relax(model: IntegerModel, dot_product: bool = False) -> tvm.IRModule:
+    """The integer graph as a Relax module: float32 NCHW in, float32 out (a 1-tuple, like the imported models).
+    `dot_product`: the target has x86's u8 x s8 dot product (AVX-512 VNNI); 1x1 convs then take its form."""
+    bb = relax.BlockBuilder()
+    x = relax.Var(model.input_name, relax.TensorType(list(model.input_shape), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            if not model.layers or not isinstance(model.layers[0], Conv):
+                raise ValueError("the integer graph starts with a conv")
+            layers = pad_channels(model.layers) if dot_product else model.layers
+            quantize = (1.0 / model.input_scale, model.input_zero_point)  # by the first conv, as it reads
+            h = _emit_conv(bb, x, layers[0], dot_product, quantize)
+            for layer in layers[1:]:
+                h = _emit_conv(bb, h, layer, dot_product) if isinstance(layer, Conv) else _emit_mean(bb, h, layer)
+            h = bb.emit(relax.op.astype(h, "float32"))
+            h = bb.emit(relax.op.subtract(h, _const(model.output_zero_point, "float32")))
+            h = bb.emit(relax.op.multiply(h, _const(model.output_scale, "float32")))
+            h = bb.emit(relax.op.reshape(h, list(model.output_shape)))
+            out = bb.emit_output(relax.Tuple([h]))
+        bb.emit_func_output(out)
+    return bb.get()

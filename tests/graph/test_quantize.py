@@ -1,0 +1,155 @@
+"""--quantize int8: the compiled integer graph against an independent integer reference, and against fp32.
+
+The reference below is written from TFLite's integer semantics, not from the emitted Relax graph: int8
+input quantization, zero-point padding, int32 accumulation, single-rounding fixed-point requantization,
+activation clamps, an integer mean. It reads the quantized weights and scales of the same IntegerModel the
+pipeline builds (same seeded weights, same default calibration set).
+"""
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mnet_compile import frontends
+from mnet_compile.calibration import calibration_inputs, seeded_image
+from mnet_compile.device import devicekit, runtime
+from mnet_compile.errors import MnetError
+from mnet_compile.frontends.integer import Conv, pad_channels, quantize_multiplier
+from mnet_compile.graph import passes
+from mnet_compile.graph.quantize import activation_params, quantize_int8
+from mnet_compile.models import create_model
+
+from ..helpers import error_line, need, random_input, run_cli
+
+ALPHA, RESOLUTION = 0.25, 128
+
+
+def _requantize(acc, multiplier, exponent, zero_point, low, high):
+    shift = 31 - np.asarray(exponent, np.int64)
+    value = (acc.astype(np.int64) * np.asarray(multiplier, np.int64) + (np.int64(1) << (shift - 1))) >> shift
+    return np.clip(value + zero_point, low, high).astype(np.int8)
+
+
+def _conv(x, weight, strides, groups):
+    """Valid NHWC conv of int64 x with int8 HWIO weights; float64 products and sums are exact here."""
+    kh, kw, _, _ = weight.shape
+    sh, sw = strides
+    oh, ow = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
+    out = np.zeros((1, oh, ow, weight.shape[3]))
+    for i in range(kh):
+        for j in range(kw):
+            patch = x[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw].astype(np.float64)
+            w = weight[i, j].astype(np.float64)
+            out += patch @ w if groups == 1 else patch * w[0]
+    return out.astype(np.int64)
+
+
+def integer_reference(model, x: np.ndarray) -> np.ndarray:
+    """The int8 logits of `model` (an IntegerModel) for the float NCHW input `x`."""
+    h = x.transpose(0, 2, 3, 1)
+    q = np.floor(h * np.float32(1 / model.input_scale) + np.float32(0.5)) + model.input_zero_point
+    q = np.clip(q, -128, 127).astype(np.int8)
+    for layer in model.layers:
+        if isinstance(layer, Conv):
+            top, left, bottom, right = layer.padding
+            centered = np.pad(q.astype(np.int64) - layer.input_zero_point, ((0, 0), (top, bottom), (left, right), (0, 0)))
+            acc = _conv(centered, layer.weight, layer.strides, layer.groups) + layer.bias
+            q = _requantize(acc, layer.multiplier, layer.exponent, layer.output_zero_point, *layer.clamp)
+        else:  # the global mean
+            acc = q.astype(np.int64).sum(axis=(1, 2), keepdims=True) - layer.size * layer.zero_point
+            q = _requantize(acc, layer.multiplier, layer.exponent, layer.output_zero_point, -128, 127)
+    return q.reshape(model.output_shape)
+
+
+@pytest.fixture(scope="module")
+def quantized(compiled):
+    """(the artifact's loaded model, the IntegerModel the pipeline built for it, the fp32 torch model)."""
+    torch_model = create_model("mobilenet_v1", ALPHA, seed=0).eval()
+    mod = passes.optimize(frontends.from_torch(torch_model, (1, 3, RESOLUTION, RESOLUTION)))
+    inputs, _ = calibration_inputs(None, (1, 3, RESOLUTION, RESOLUTION))
+    _, model = quantize_int8(mod, inputs)
+    return runtime.load(compiled(ALPHA, RESOLUTION, quantize="int8")), model, torch_model
+
+
+def _test_inputs(manifest):
+    rng = np.random.default_rng(1)  # not the calibration set's seed
+    images = [runtime.preprocess(seeded_image(rng), manifest) for _ in range(16)]
+    return images + [random_input((1, 3, RESOLUTION, RESOLUTION), seed) for seed in (3, 4)]
+
+
+def test_matches_the_integer_reference_exactly(quantized):
+    loaded, model, _ = quantized
+    q = loaded.manifest["quantization"]
+    assert (q["input"]["scale"], q["input"]["zero_point"]) == (model.input_scale, model.input_zero_point)
+    assert q["input"]["quantized_by"] == "model" and loaded.manifest["input"]["dtype"] == "float32"
+    for x in _test_inputs(loaded.manifest):
+        got = loaded(x)
+        levels = np.round(got / np.float32(model.output_scale)).astype(np.int64) + model.output_zero_point
+        expected = integer_reference(model, x)
+        np.testing.assert_array_equal(levels, expected)  # every int8 logit, exactly
+        dequantized = (expected.astype(np.float32) - model.output_zero_point) * np.float32(model.output_scale)
+        np.testing.assert_allclose(got, dequantized, rtol=0, atol=1e-6)
+
+
+def test_agrees_with_fp32(quantized):
+    """16 seeded synthetic images and 2 Gaussian inputs: the same top-1 as PyTorch fp32 on all of them, and
+    every logit within 5% of the largest fp32 logit (seeded weights, default calibration; about 2% here)."""
+    loaded, _, torch_model = quantized
+    for x in _test_inputs(loaded.manifest):
+        with torch.no_grad():
+            ref = torch_model(torch.from_numpy(x)).numpy()
+        got = loaded(x)
+        assert got.argmax() == ref.argmax()
+        assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()
+
+
+def test_channel_padding_is_exact(quantized):
+    """The VNNI graph pads 8-channel layers to 16 (zero filters): the same int8 logits as unpadded."""
+    _, model, _ = quantized
+    padded = dataclasses.replace(model, layers=pad_channels(model.layers))
+    assert padded.layers[0].weight.shape[3] == 16 and model.layers[0].weight.shape[3] == 8  # alpha 0.25's stem
+    x = random_input((1, 3, RESOLUTION, RESOLUTION), 5)
+    np.testing.assert_array_equal(integer_reference(padded, x), integer_reference(model, x))
+
+
+@need("g++")
+def test_cpp_runner_gives_the_loaders_output(quantized, tmp_path):
+    """The C++ runner (mnet-run, natively) takes the int8 artifact unchanged: float input, float logits."""
+    loaded, _, _ = quantized
+    kit = devicekit.host_runtime()
+    app = devicekit.build_app(kit, out=tmp_path / "mnet-run")
+    x = _test_inputs(loaded.manifest)[0]
+    run = devicekit.run_app(app, Path(loaded.path) / "model.so", x, kit=kit)
+    np.testing.assert_array_equal(run.logits.reshape(loaded(x).shape), loaded(x))
+
+
+def test_quantize_multiplier_is_tflites():
+    multipliers, exponents = quantize_multiplier(np.array([0.5, 0.75, 1 / 3, 1e-3, 0.0]))
+    assert list(multipliers[:2]) == [1 << 30, 3 << 29] and list(exponents[:2]) == [0, 0]
+    real = multipliers * np.exp2(exponents.astype(float) - 31)
+    np.testing.assert_allclose(real[2:4], [1 / 3, 1e-3], rtol=2**-30)
+    assert multipliers[4] == 0 and all((1 << 30) <= m < (1 << 31) for m in multipliers[:4])
+
+
+def test_activation_params_cover_zero():
+    scale, zero_point = activation_params(0.0, 6.0)  # a ReLU6 output: 0 is the lowest level
+    assert zero_point == -128 and scale == pytest.approx(6 / 255)
+    scale, zero_point = activation_params(0.5, 2.0)  # widened to include 0
+    assert zero_point == -128 and scale == pytest.approx(2 / 255)
+    assert activation_params(-1.0, 1.0)[1] == 0
+
+
+def test_residual_models_are_refused(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "--model", "mobilenet_v2", "--alpha", "0.35", "--resolution", "64",
+                           "--quantize", "int8", "--output", tmp_path / "out")  # fmt: skip
+    assert code == 1 and "residual connections are not supported" in error_line(err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_calibration_inputs_is_refused():
+    mod = passes.optimize(frontends.from_torch(create_model(alpha=0.25), (1, 3, 32, 32)))
+    with pytest.raises(MnetError, match="no calibration inputs"):
+        quantize_int8(mod, [])
