@@ -45,7 +45,7 @@ def compiler_fingerprint() -> str:
     """sha256 (16 hex digits) of the compiling stages' sources and the shipped records."""
     package, records = Path(__file__).resolve().parents[1], data_dir("schedules")
     files = {str(p.relative_to(package)): p for part in COMPILER_PARTS for p in (package / part).rglob("*.py")}
-    files.update({f"schedules/{p.relative_to(records)}": p for p in records.rglob("*.json")})
+    files.update({f"schedules/{p.relative_to(records)}": p for p in records.rglob("*.json*")})  # .json.gz shipped
     digest = hashlib.sha256()
     for name in sorted(files):
         digest.update(name.encode() + b"\0" + files[name].read_bytes() + b"\0")
@@ -115,9 +115,11 @@ def build(configs, target: str, workdir: Path, tuned: bool, records: str | None,
 
 
 def records_applied(folder: Path) -> str:
-    """"tuned/kernels" of a built configuration, from its manifest: how many kernels a tuned record scheduled."""
+    """"tuned/kernels", or "tuned+transferred/kernels", of a built configuration, from its manifest: how
+    many kernels their own tuned record (and a transferred one) scheduled."""
     schedules = json.loads((Path(folder) / "artifact" / "manifest.json").read_text())["schedules"]
-    return f"{schedules['tuned']}/{schedules['kernels']}"
+    moved = schedules.get("transferred", 0)
+    return f"{schedules['tuned']}{f'+{moved}' if moved else ''}/{schedules['kernels']}"
 
 
 def measure_here(folders: dict, rounds: int, runs: int, threads: int, log) -> dict:

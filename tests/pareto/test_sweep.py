@@ -44,8 +44,8 @@ def test_a_changed_compiler_measures_again(fake, monkeypatch, tmp_path):
     shutil.copytree(timing.data_dir("schedules"), tmp_path / "schedules")
     monkeypatch.setattr(timing, "data_dir", lambda name: tmp_path / name)
     assert timing.compiler_fingerprint() == before  # a copy of the same records
-    records = sorted((tmp_path / "schedules").rglob("*.json"))[0]
-    records.write_text(records.read_text() + "\n")  # one record file changed
+    records = sorted((tmp_path / "schedules").rglob("*.json.gz"))[0]
+    records.write_bytes(records.read_bytes() + b"\0")  # one record file changed
     assert timing.compiler_fingerprint() != before
     sweep(SweepOptions(configs=[(0.25, 128)]), measurer=fake, **QUIET)
     assert len(fake.calls) == 2
