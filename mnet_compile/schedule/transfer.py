@@ -23,6 +23,7 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.target import Target
 
 from .rules.annotate import RULE_KEY
+from .rules.default import postprocess
 
 NEAREST = 3  # tuned kernels tried, nearest first
 RECORDS = 2  # records tried per tuned kernel, best first
@@ -107,10 +108,8 @@ def replay(trace, kmod: tvm.IRModule, target: Target) -> s_tir.Schedule | None:
 
     try:
         trace.apply_to_schedule(sch, remove_postproc=True, decision_provider=refit)
-        sch.enter_postproc()
-        with target:
-            if not all(p.apply(sch) for p in ms.Postproc.create("llvm")):
-                return None
+        if postprocess(sch, target) is not None:
+            return None
     except Exception:  # the tuned kernel's structure does not fit this one: try the next record
         return None
     return sch

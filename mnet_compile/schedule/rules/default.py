@@ -44,9 +44,17 @@ def default_schedule(kmod: tvm.IRModule, target: Target) -> s_tir.Schedule | Non
     block, kind, isa = found
     cores = int(target.attrs.get("num-cores", 1) or 1)
     (sch,) = RULES[kind](sch, block, isa, decide=_decisions(sch, block, kind, isa, cores))
+    if (rejected := postprocess(sch, target)) is not None:
+        raise RuntimeError(f"postproc {rejected} rejected the default {kind} schedule")
+    return sch
+
+
+def postprocess(sch: s_tir.Schedule, target: Target) -> str | None:
+    """Apply the CPU postprocs to `sch` as a tuning candidate gets them; the name of the one that rejects
+    it, or None."""
     sch.enter_postproc()
     with target:
         for postproc in ms.Postproc.create("llvm"):
             if not postproc.apply(sch):
-                raise RuntimeError(f"postproc {type(postproc).__name__} rejected the default {kind} schedule")
-    return sch
+                return type(postproc).__name__
+    return None

@@ -17,11 +17,11 @@ from __future__ import annotations
 import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir import TensorIntrin
-from tvm.s_tir import meta_schedule as ms
 from tvm.script import tirx as T
 from tvm.target import Target, codegen
 
 from .annotate import RULE_KEY, SKIP
+from .default import postprocess
 
 BLOCK = "conv2d_nhwc_u8i8"
 RULE = "mnet.conv_u8i8.x86-avx512-vnni"
@@ -158,11 +158,8 @@ def default_schedule(kmod: tvm.IRModule, target: Target) -> s_tir.Schedule | Non
     out = [int(d) for d in sch.get(blocks[0]).writes[0].source.shape]
     cores = int(target.attrs.get("num-cores", 1) or 1)
     (sch,) = conv_u8i8(sch, blocks[0], decide=blocking(out[1], out[2], out[3] // LANES, cores))
-    sch.enter_postproc()
-    with target:
-        for postproc in ms.Postproc.create("llvm"):
-            if not postproc.apply(sch):
-                raise RuntimeError(f"postproc {type(postproc).__name__} rejected the default int8 schedule")
+    if (rejected := postprocess(sch, target)) is not None:
+        raise RuntimeError(f"postproc {rejected} rejected the default int8 schedule")
     return sch
 
 
