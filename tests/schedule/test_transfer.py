@@ -46,10 +46,10 @@ def test_only_spatial_extents_may_differ():
 
 
 def test_nearest_tuned_kernel_of_the_same_kind():
-    """0.25-192 is not shipped: its kernels find the 0.25-224 ones (nearer than 0.25-128), of their own kind."""
+    """0.25-96 is not shipped: its kernels find the 0.25-128 ones (nearer than 0.25-160), of their own kind."""
     db = shipped_database("x86-avx512")
     index = transfer.TransferIndex(db)
-    kernels = _kernels(AVX512, 0.25, 192)
+    kernels = _kernels(AVX512, 0.25, 96)
     pointwise = [
         k for k in kernels.values() if "mnet.conv1x1" in str(transfer.kind_and_shape(k)[0]) and not db.has_workload(k)
     ]
@@ -58,24 +58,25 @@ def test_nearest_tuned_kernel_of_the_same_kind():
         kind, shapes = transfer.kind_and_shape(kmod)
         (near, *_) = index.nearest(kmod)
         near_kind, near_shapes = transfer.kind_and_shape(near.mod)
-        assert near_kind == kind and near_shapes[0][1] == shapes[0][1] * 224 // 192  # 0.25-224's layer
-    # 0.35-224's 48-channel 1x1 conv has no tuned kernel with its channels: nothing to transfer
-    wide = [k for k in _kernels(AVX512, 0.35, 224).values() if transfer.kind_and_shape(k)[1][-1][-1] == 48]
+        assert near_kind == kind and near_shapes[0][1] == shapes[0][1] * 128 // 96  # 0.25-128's layer
+    # 0.9-224's 464-channel kernels (0.9 x 512, padded to 16) share their channels with no tuned kernel
+    wide = [k for k in _kernels(AVX512, 0.9, 224).values() if transfer.kind_and_shape(k)[1][-1][-1] == 464]
     assert wide and all(index.nearest(k) == [] for k in wide)
 
 
 def test_untuned_resolution_gets_transferred_records_and_matches_pytorch():
+    """0.25-96, a resolution nobody tuned, built with the host family's records: mostly transferred."""
     target = tvm.target.Target({"kind": "llvm", "mcpu": HOST.attrs["mcpu"], "num-cores": 2})
     family = family_for(target)
     if family not in RUNS_HERE:
         pytest.skip(f"no shipped records for this {family} host")
     model = create_model(alpha=0.25)
-    fused = fuse(optimize(from_torch(model, (1, 3, 160, 160)), isa_for(target).lanes))
+    fused = fuse(optimize(from_torch(model, (1, 3, 96, 96)), isa_for(target).lanes))
     report = {}
     mod, applied, total = schedule_kernels(fused, target, shipped_database(family), report)
     kinds = [k["schedule"] for k in report.values()]
     assert kinds.count("transferred") >= total // 2 and kinds.count("record") == applied
-    x = np.random.default_rng(5).standard_normal((1, 3, 160, 160)).astype("float32")
+    x = np.random.default_rng(5).standard_normal((1, 3, 96, 96)).astype("float32")
     ref = model(torch.from_numpy(x)).detach().numpy()
     out = relax.VirtualMachine(tvm.compile(mod, target, relax_pipeline=PIPELINE), tvm.cpu())["main"](tvm.runtime.tensor(x))
     np.testing.assert_allclose((out[0] if not hasattr(out, "numpy") else out).numpy(), ref, rtol=1e-3, atol=1e-3)
