@@ -98,7 +98,7 @@ def test_symlinks_leaving_the_folder_are_refused(art, tmp_path):
         (lambda m: m["schedules"].update(family=7), "schedules.family has the wrong type"),
         (lambda m: m["schedules"].update(tuned=-1), "schedules.tuned has the wrong type"),
         (lambda m: m["schedules"].update(per_kernel=[]), "schedules.per_kernel must be an object"),
-        (lambda m: next(iter(m["schedules"]["per_kernel"].values())).update(schedule="fast"), "schedule must be one of record, default"),
+        (lambda m: next(iter(m["schedules"]["per_kernel"].values())).update(schedule="fast"), "schedule must be one of record, transferred, default"),
     ],
 )
 def test_malformed_manifest_is_one_artifact_error(art, change, message):
