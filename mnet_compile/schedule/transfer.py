@@ -3,9 +3,9 @@ of the same kind, its tile sizes refitted to the new loop extents.
 
 The idea of TVM's TopHub fallback and of transfer-tuning (Gibson and Cano, PACT 2022): a schedule tuned
 for one layer shape is a good start for a similar one. Two kernels are of the same kind when their blocks
-carry the same names and rule annotations (a 1x1 conv of the x86-avx512 rule, a 3x3 depthwise, the first
-conv under MetaSchedule's generic rules ...); the nearest is the one whose parameter shapes differ least
-(sum of |log ratio| over all dimensions). The record's trace is replayed on the new kernel with every
+carry the same names and rule annotations and their parameters the same dtypes (a 1x1 conv of the
+x86-avx512 rule, a 3x3 depthwise, the first conv under MetaSchedule's generic rules ...); the nearest is
+the one with the same channel counts whose spatial extents differ least (`distance`). The record's trace is replayed on the new kernel with every
 `sample_perfect_tile` decision refitted (each inner factor the largest divisor of what is left of the new
 extent that is not larger than the tuned one), then postprocessed like any tuning candidate; a trace that
 does not replay or that a postproc rejects is skipped for the next record.
