@@ -33,14 +33,20 @@ def _from_record(database, kmod: tvm.IRModule, target: Target, name: str):
     if database is None or not database.has_workload(kmod):
         return None
     for rec in database.get_top_k(database.commit_workload(kmod), RECORD_TRIES):
-        sch = s_tir.Schedule(kmod, enable_check=False, error_render_level="none")
-        try:
-            rec.trace.apply_to_schedule(sch, remove_postproc=False)
-        except Exception as exc:  # a trace that no longer replays on this TVM: try the next record
-            log.warning("a record for %s does not replay (%s)", name, str(exc).splitlines()[0][:200])
-            continue
-        return sch.mod["main"]
+        if (sch := replayed(rec.trace, kmod, name)) is not None:
+            return sch.mod["main"]
     return None
+
+
+def replayed(trace, kmod: tvm.IRModule, name: str = "kernel") -> s_tir.Schedule | None:
+    """`kmod` scheduled by a record's trace, or None (with a warning) if it no longer replays on this TVM."""
+    sch = s_tir.Schedule(kmod, enable_check=False, error_render_level="none")
+    try:
+        trace.apply_to_schedule(sch, remove_postproc=False)
+    except Exception as exc:
+        log.warning("a record for %s does not replay (%s)", name, str(exc).splitlines()[0][:200])
+        return None
+    return sch
 
 
 def design_space(target: Target):

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 import tvm
 import tvm_ffi
-from tvm import relax, s_tir
+from tvm import relax
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.builder import BuilderInput
@@ -26,6 +26,7 @@ from tvm.target import Target
 
 from . import interrupt, rules
 from .interrupt import INTERRUPTED
+from .kernels import replayed
 from .measure import InProcessBuilder, InProcessRunner
 from .transfer import TransferIndex, transferred_schedule
 from .tunable import tunable_kernels
@@ -188,28 +189,18 @@ def seed_defaults(db, tasks, target: Target, builder, runner, known=None) -> int
     its best record is never worse than the default. Returns the count of seeds."""
     index = TransferIndex(known) if known is not None else None
     seeded = 0
-    for _name, kmod, _weight in tasks:
+    for name, kmod, _weight in tasks:
         if interrupt.requested():  # Ctrl-C: the tasks not seeded yet are seeded when the run resumes
             break
         if db.has_workload(kmod):
             continue
         if known is not None and known.has_workload(kmod):
-            starts = [_replayed(rec.trace, kmod) for rec in known.get_top_k(known.commit_workload(kmod), 2)]
+            starts = [replayed(rec.trace, kmod, name) for rec in known.get_top_k(known.commit_workload(kmod), 2)]
         else:
             starts = [transferred_schedule(index, kmod, target) if index is not None else None]
         starts.append(rules.default_schedule(kmod, target))
         seeded += sum(_measure_into(db, kmod, sch, target, builder, runner) for sch in starts if sch is not None)
     return seeded
-
-
-def _replayed(trace, kmod: tvm.IRModule):
-    """`kmod` scheduled by a record's trace, or None if it no longer replays."""
-    sch = s_tir.Schedule(kmod, enable_check=False, error_render_level="none")
-    try:
-        trace.apply_to_schedule(sch, remove_postproc=False)
-    except Exception:
-        return None
-    return sch
 
 
 def _measure_into(db, kmod, sch, target: Target, builder, runner) -> bool:
