@@ -46,7 +46,9 @@ QUANTIZE = click.option("--quantize", type=click.Choice(["int8"]),
                         help="Post-training quantization of a built-in model (TFLite's int8 scheme; MobileNet v1).")
 CALIBRATION = click.option("--calibration", type=click.Path(),
                            help="Folder of images (or .npy inputs) to calibrate --quantize on [default: a seeded synthetic set].")
-MODEL_OPTIONS = _options(TARGET, MODEL, ALPHA, RESOLUTION, CLASSES, SOURCE, INPUT_SHAPE, QUANTIZE, CALIBRATION)
+NO_FUSE_BLOCKS = click.option("--no-fuse-blocks", "fuse_blocks", is_flag=True, flag_value=False, default=True,
+                              help="Keep each depthwise and 1x1 conv a kernel of its own (CPU: blocks are fused where that pays).")
+MODEL_OPTIONS = _options(TARGET, MODEL, ALPHA, RESOLUTION, CLASSES, SOURCE, INPUT_SHAPE, QUANTIZE, CALIBRATION, NO_FUSE_BLOCKS)
 
 
 def _given(ctx: click.Context, options: dict) -> dict:

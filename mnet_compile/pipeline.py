@@ -40,6 +40,7 @@ class CompileRequest:
     sign: str | None = None  # --sign: an Ed25519 private key file; writes manifest.sig (device/signing.py)
     quantize: str | None = None  # "int8": post-training quantization (graph/quantize.py)
     calibration: str | None = None  # --calibration: a folder of images or .npy inputs (calibration.py)
+    fuse_blocks: bool = True  # a depthwise conv and its 1x1 as one kernel where it pays (CPU; graph/blocks.py)
 
     def __post_init__(self):
         from .frontends import parse_shape
@@ -200,6 +201,12 @@ def cpu_lanes(preset: Preset) -> int | None:
     return isa_for(preset.tvm).lanes if preset.backend == "cpu" else None
 
 
+def fuses_blocks(request: CompileRequest, preset: Preset) -> bool:
+    """Whether depthwise + 1x1 blocks become one kernel: on CPUs (the GPU schedules take one conv per
+    kernel), unless --no-fuse-blocks."""
+    return request.fuse_blocks and preset.backend == "cpu"
+
+
 def compile_model(request: CompileRequest, log=print) -> Path:
     """The main job: build the artifact folder for `request` and return its path."""
     from .export.artifact import make_manifest, write_artifact
@@ -224,7 +231,7 @@ def compile_model(request: CompileRequest, log=print) -> Path:
         step(f"compiling kernels (no tuned records for {family}: default schedules)")
     else:
         step("compiling kernels (--no-tuned: default schedules)")
-    executable, stats = compile_executable(mod, preset, database)
+    executable, stats = compile_executable(mod, preset, database, blocks=fuses_blocks(request, preset))
     default = stats["kernels"] - stats["tuned"] - stats["transferred"]
     step(f"tuned records applied to {stats['tuned']} of {stats['kernels']} kernels, transferred from nearby "
          f"kernels to {stats['transferred']}, default schedules for {default}")
@@ -283,7 +290,7 @@ def tune_model(request: CompileRequest, trials: int, work_dir: str | None = None
     log(f"tuning {trials} trials into {work_dir} (rerun to resume)")
     try:
         known = shipped_database(family_for(preset.tvm))
-        tune(fuse(mod), preset.tvm, str(work_dir), trials, progress=progress, builder=builder, runner=runner,
+        tune(fuse(mod, fuses_blocks(request, preset)), preset.tvm, str(work_dir), trials, progress=progress, builder=builder, runner=runner,
              minutes=minutes, known=known, log=log)  # fmt: skip
     except Exception:
         if runner is not None and runner.failure is not None:  # the tracker or device failed: one line

@@ -25,6 +25,20 @@ def test_artifact_matches_pytorch(compiled, alpha, resolution):
     assert_matches_pytorch(got, x, alpha=alpha, seed=7)
 
 
+def _block_kernels(folder) -> list[str]:
+    kernels = json.loads((folder / "manifest.json").read_text())["schedules"]["per_kernel"]
+    return [name for name in kernels if name.count("conv2d") == 2]
+
+
+def test_blocks_are_fused_unless_asked_not_to(compiled):
+    """0.25-128: the stride-1 blocks on 64 and 32 rows are one kernel each; --no-fuse-blocks keeps every
+    conv its own kernel. Both match PyTorch."""
+    fused, apart = compiled(0.25, 128, seed=7), compiled(0.25, 128, seed=7, fuse_blocks=False)
+    assert len(_block_kernels(fused)) == 2 and _block_kernels(apart) == []
+    x = random_input((1, 3, 128, 128), seed=128)
+    assert_matches_pytorch(runtime.load(str(apart))(x), x, alpha=0.25, seed=7)
+
+
 @pytest.mark.parametrize(
     "name,alpha,resolution",
     [("mobilenet_v2", 1.0, 96), ("mobilenet_v3_small", 1.0, 96), ("mobilenet_v3_large", 1.0, 64)],

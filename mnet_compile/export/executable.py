@@ -8,20 +8,20 @@ from ..graph import passes
 from ..schedule.backends import BACKENDS
 
 
-def compile_executable(mod: tvm.IRModule, preset, database=None):
+def compile_executable(mod: tvm.IRModule, preset, database=None, blocks: bool = False):
     """Returns the VM executable and {"tuned": kernels scheduled from their own record, "transferred":
     kernels scheduled from a nearby kernel's record, "kernels": all kernels, "per_kernel": {name: {"flops",
     "schedule"}}}.
 
     Each kernel gets its tuned record from `database`, else a transferred one, else a default schedule of
-    its backend (schedule/).
+    its backend (schedule/). `blocks`: fuse depthwise + 1x1 blocks into one kernel (graph/blocks.py).
     """
     backend, target = BACKENDS[preset.backend], preset.tvm
     stats = {"tuned": 0, "kernels": 0, "per_kernel": {}}
 
     @tvm.transform.module_pass(opt_level=0, name="MnetPipeline")
     def pipeline(mod, _ctx):
-        fused = passes.fuse(mod)
+        fused = passes.fuse(mod, blocks)
         mod, stats["tuned"], stats["kernels"] = backend.schedule(fused, target, database, stats["per_kernel"])
         return passes.finalize(mod)
 

@@ -8,6 +8,7 @@ from tvm import relax
 from tvm.ir.expr import GenericConst, Var
 from tvm.ir.prim.expr import FloatImm
 
+from .blocks import fuse_separable_blocks
 from .padding import pad_channels
 
 # Convolutions run in NHWC with HWIO weights: a 1x1 conv is then a plain (H*W, Cin) x (Cin, Cout) matmul,
@@ -117,14 +118,16 @@ def optimize(mod: tvm.IRModule, lanes: int | None = None) -> tvm.IRModule:
     return dense_as_conv(pad_channels(mod, lanes)) if lanes else mod
 
 
-def fuse(mod: tvm.IRModule) -> tvm.IRModule:
-    """Lower operators to TIR and fuse them into kernels: the module MetaSchedule tunes and looks up."""
+def fuse(mod: tvm.IRModule, blocks: bool = False) -> tvm.IRModule:
+    """Lower operators to TIR and fuse them into kernels: the module MetaSchedule tunes and looks up. With
+    `blocks`, a depthwise conv and the 1x1 conv after it become one kernel where that pays (blocks.py)."""
     return tvm.transform.Sequential(
         [
             relax.transform.LegalizeOps(),
             relax.transform.AnnotateTIROpPattern(),
             relax.transform.FoldConstant(),
             relax.transform.FuseOps(),
+            *([fuse_separable_blocks] if blocks else []),
             relax.transform.FuseTIR(),
         ]
     )(mod)

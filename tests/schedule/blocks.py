@@ -32,8 +32,8 @@ def separable_block(cin: int, cout: int, stride: int, seed: int = 0) -> nn.Modul
     return block.eval()
 
 
-def fused_of(model: nn.Module, shape) -> tvm.IRModule:
-    return fuse(optimize(from_torch(model, shape)))
+def fused_of(model: nn.Module, shape, blocks: bool = False) -> tvm.IRModule:
+    return fuse(optimize(from_torch(model, shape)), blocks)
 
 
 def run_vm(mod: tvm.IRModule, x: np.ndarray) -> np.ndarray:

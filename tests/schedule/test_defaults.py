@@ -12,7 +12,7 @@ from mnet_compile.graph.passes import fuse, optimize
 from mnet_compile.models import create_model
 from mnet_compile.schedule.records import family_for
 from mnet_compile.schedule.rules import default_schedule, isa_for
-from mnet_compile.schedule.rules.blocking import depthwise, pointwise
+from mnet_compile.schedule.rules.blocking import depthwise, pointwise, separable
 from mnet_compile.schedule.rules.isa import ISAS
 from mnet_compile.schedule.tunable import tunable_kernels
 
@@ -34,13 +34,13 @@ def paper_modules():
     return [optimize(from_torch(create_model(alpha=a), (1, 3, r, r))) for a, r in PAPER]
 
 
-def _rule_kernels(mods, target):
-    """Distinct kernels that a conv rule handles, over the given optimized modules."""
+def _rule_kernels(mods, target, rule="mnet.", blocks=False):
+    """Distinct kernels that a conv rule (or the one named) handles, over the given optimized modules."""
     seen = {}
     for mod in mods:
-        _, found = tunable_kernels(fuse(pad_channels(mod, isa_for(target).lanes)), target)
+        _, found = tunable_kernels(fuse(pad_channels(mod, isa_for(target).lanes), blocks), target)
         for _gv, func, kmod in found:
-            if "mnet." in func.script():
+            if rule in func.script():
                 seen.setdefault(tvm_ffi.structural_hash(kmod), kmod)
     return list(seen.values())
 
@@ -58,6 +58,16 @@ def test_default_schedule_for_every_paper_layer(paper_modules, target):
         assert "T.parallel" in text and "T.vectorized" in text
         assert tvm_ffi.structural_equal(first.mod, default_schedule(kmod, target).mod)
         assert str(first.trace) == str(default_schedule(kmod, target).trace)
+
+
+def test_default_schedule_for_every_paper_block(paper_modules, target=AVX512):
+    """Every fused depthwise + 1x1 block of the 16 paper configurations (3 at 224, 2 at 192/160/128) gets
+    the block rule's derived schedule, parallel and vectorized."""
+    kmods = _rule_kernels(paper_modules, target, "mnet.sepblock.", blocks=True)
+    assert len(kmods) >= 20
+    for kmod in kmods:
+        text = default_schedule(kmod, target).mod.script()
+        assert "T.parallel" in text and "T.vectorized" in text
 
 
 def test_default_schedule_for_v2_v3_layers():
@@ -78,6 +88,9 @@ def test_blocking_fits_the_registers():
             d = depthwise(height, width, vectors, isa, cores=2)
             assert d["h1"] * d["w1"] * d["c1"] <= isa.registers // 2 and width % d["w1"] == 0
             assert height % d["h1"] == 0 and vectors % d["c1"] == 0
+            s = separable(height, width, vectors, vectors, isa, cores=2)
+            assert height % s["rows"] == 0 and (s["rows"] * width) % s["mr"] == 0 and s["rows"] % s["h1"] == 0
+            assert s["mr"] * s["nr"] <= isa.registers - 4 and width % s["w1"] == 0
     # AVX-512 at 224: 7 pixels x 4 vectors (28 of 32 zmm accumulate); AVX2 keeps to its 16 ymm.
     assert pointwise(14, 14, 32, ISAS["x86-avx512"], 2) == {"mr": 7, "nr": 4, "order": "panel"}
     assert pointwise(14, 14, 64, ISAS["x86-avx2"], 2)["mr"] * 4 <= 12

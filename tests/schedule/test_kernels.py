@@ -14,12 +14,15 @@ from .blocks import TARGET, fused_of, run_vm, separable_block
 CASES = [(20, 12, 1, 14), (12, 20, 2, 16)]  # channel counts that are no multiple of 8 lanes
 
 
-@pytest.mark.parametrize("cin,cout,stride,res", CASES)
-def test_default_schedules_match_torch(cin, cout, stride, res):
+@pytest.mark.parametrize("cin,cout,stride,res,blocks", [(*c, False) for c in CASES] + [(20, 12, 1, 56, True)])
+def test_default_schedules_match_torch(cin, cout, stride, res, blocks):
+    """With `blocks`, the depthwise + 1x1 pair runs as one kernel (the block rule's default schedule)."""
     block = separable_block(cin, cout, stride)
     x = np.random.default_rng(1).standard_normal((1, cin, res, res)).astype("float32")
-    mod, applied, total = schedule_kernels(fused_of(block, x.shape), TARGET, None)
-    assert applied == 0 and total >= 3
+    report = {}
+    mod, applied, total = schedule_kernels(fused_of(block, x.shape, blocks), TARGET, None, report)
+    assert applied == 0 and total == (3 if blocks else 4)  # (with the input and output transposes)
+    assert sum("conv2d" in name and "_fused_" in name for name in report) == (1 if blocks else 0)
     for gv, func in mod.functions.items():
         if isinstance(func, tvm.tirx.PrimFunc) and "conv" in gv.name_hint:
             assert "T.parallel" in func.script() and "T.vectorized" in func.script()

@@ -30,9 +30,11 @@ def assert_parallel_and_vectorized(sch) -> None:
     assert len(writers) == 1 and kinds[writers[0]][-1] == tirx.ForKind.VECTORIZED, kinds
 
 
-@pytest.mark.parametrize("cin,cout,stride,res", CASES)
-def test_custom_rules_match_unscheduled_kernels(cin, cout, stride, res):
-    _, found = tunable_kernels(fused_of(separable_block(cin, cout, stride), (1, cin, res, res)), TARGET)
+@pytest.mark.parametrize("cin,cout,stride,res,blocks", [(*c, False) for c in CASES] + [(20, 12, 1, 28, True)])
+def test_custom_rules_match_unscheduled_kernels(cin, cout, stride, res, blocks):
+    """With `blocks`, the depthwise + 1x1 pair is one kernel (28 rows: graph.blocks.MIN_ROWS) and the
+    separable-block rule schedules it."""
+    _, found = tunable_kernels(fused_of(separable_block(cin, cout, stride), (1, cin, res, res), blocks), TARGET)
     seen = set()
     rng = np.random.default_rng(0)
     for _gv, func, kmod in found:
@@ -52,4 +54,4 @@ def test_custom_rules_match_unscheduled_kernels(cin, cout, stride, res):
                 assert_parallel_and_vectorized(sch)
                 got = run_kernel(sch.mod, [a.copy() for a in inputs])
                 np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
-    assert seen == {"mnet.dw3x3.x86-avx2", "mnet.conv1x1.x86-avx2"}
+    assert seen == ({"mnet.sepblock.x86-avx2"} if blocks else {"mnet.dw3x3.x86-avx2", "mnet.conv1x1.x86-avx2"})

@@ -41,18 +41,35 @@ def classify(sch: s_tir.Schedule, block) -> str | None:
     return None
 
 
-def _epilogue_ok(sch: s_tir.Schedule, block) -> bool:
-    """The conv's consumers form a single chain of elementwise blocks (bias add, ReLU, ...)."""
+def _epilogue_ok(sch: s_tir.Schedule, block, until=None) -> bool:
+    """The conv's consumers form a single chain of elementwise blocks (bias add, ReLU, ...), ending at the
+    kernel's output or, with `until`, at that block."""
     cur = block
     while True:
         consumers = sch.get_consumers(cur)
         if not consumers:
-            return True
+            return until is None
         if len(consumers) != 1:
             return False
         cur = consumers[0]
+        if until is not None and sch.get(cur).same_as(sch.get(until)):
+            return True
         if any(int(iv.iter_type) != 0 for iv in sch.get(cur).iter_vars):
             return False
+
+
+def _rule_block(sch: s_tir.Schedule, blocks) -> tuple | None:
+    """(the block the rule schedules, kind): the one conv of a conv kernel, or the 1x1 conv of a separable
+    block (graph/blocks.py: a 3x3 depthwise conv whose elementwise chain feeds a 1x1 conv)."""
+    convs = [(b, classify(sch, b)) for b in blocks]
+    convs = [(b, k) for b, k in convs if k is not None]
+    if len(convs) == 1 and _epilogue_ok(sch, convs[0][0]):
+        return convs[0]
+    if [k for _, k in convs] == ["dw3x3", "conv1x1"]:
+        (dw, _), (pw, _) = convs
+        if _epilogue_ok(sch, dw, until=pw) and _epilogue_ok(sch, pw):
+            return pw, "sepblock"
+    return None
 
 
 def _param_index(func: tirx.PrimFunc, buffer) -> int | None:
@@ -64,18 +81,17 @@ def _annotate_func(func: tirx.PrimFunc, isa: Isa) -> tirx.PrimFunc:
     sch = s_tir.Schedule(tvm.IRModule({"main": func}))
     root = sch.get_sblock("root")
     blocks = sch.get_child_blocks(root)
-    convs = [(b, classify(sch, b)) for b in blocks]
-    convs = [(b, k) for b, k in convs if k is not None]
-    if len(convs) != 1 or not _epilogue_ok(sch, convs[0][0]):
+    found = _rule_block(sch, blocks)
+    if found is None:
         return func
-    conv, kind = convs[0]
+    conv, kind = found
     for b in blocks:
         is_conv = sch.get(b).same_as(sch.get(conv))
         sch.annotate(b, RULE_KEY, isa.rule(kind) if is_conv else SKIP)
     sch.annotate(root, RULE_KEY, SKIP)  # no default ParallelVectorizeUnroll on top of the rule's own
     out = sch.mod["main"]
     weight = _param_index(func, sch.get(conv).reads[1].source)
-    if kind == "conv1x1" and weight is not None:
+    if kind in ("conv1x1", "sepblock") and weight is not None:
         out = out.with_attr(LAYOUT_FREE, [weight])
     return out
 

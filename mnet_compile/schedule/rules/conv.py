@@ -5,7 +5,10 @@ Each rule is the blocking a hand-written microkernel uses, with its knobs as Met
   channels accumulated over the whole Cin, weights packed panel by panel at compile time (RewriteLayout:
   the weight is marked layout-free by `annotate`), parallel over the (row, channel-panel) tiles;
 - 3x3 depthwise: `w1` columns x `c1` channel vectors per output row in registers, the 9 taps unrolled,
-  the zero-padded input produced per tile (no padded copy of the whole tensor).
+  the zero-padded input produced per tile (no padded copy of the whole tensor);
+- a separable block (graph/blocks.py: depthwise + 1x1 in one kernel): parallel over tiles of `rows` output
+  rows; each tile computes its depthwise rows (all channels, blocked as above) into a cache-resident buffer,
+  then the 1x1's register blocks consume it.
 `blocking.py` derives the knobs from the shape and the ISA (the default schedule: `decide=...`);
 tuning samples them, so the default is one point of the tuned space and tuning can only improve on it.
 """
@@ -124,7 +127,72 @@ def _depthwise_sketch(sch, conv, isa, order, decide):
     return sch
 
 
-RULES = {"conv1x1": conv_1x1, "dw3x3": depthwise_3x3}
+def separable_block(sch: s_tir.Schedule, conv, isa: Isa, decide: dict | None = None) -> list[s_tir.Schedule]:
+    """Sketches of a depthwise + 1x1 kernel (`conv` is the 1x1): inside a row tile, channel-panel-major or
+    pixel-block-major 1x1 blocks."""
+    orders = ("panel", "row") if decide is None else (decide["order"],)
+    return [_separable_sketch(sch.copy(), conv, isa, order, decide) for order in orders]
+
+
+def _depthwise_chain(sch, conv):
+    """(the depthwise conv, the last block of its elementwise chain) feeding the 1x1 `conv`; the 1x1's
+    padding copy and all but the chain's last block are inlined."""
+    for pad in sch.get_producers(conv):
+        if sch.get(pad).name_hint.startswith("pad"):
+            sch.compute_inline(pad)
+    (last,) = sch.get_producers(conv)
+    while True:
+        (prev,) = sch.get_producers(last)
+        if any(int(iv.iter_type) != 0 for iv in sch.get(prev).iter_vars):
+            return prev, last
+        sch.compute_inline(prev)
+
+
+def _separable_sketch(sch, conv, isa, order, decide):
+    dw, dw_out = _depthwise_chain(sch, conv)
+    dw_pads = sch.get_producers(dw)
+    epi = _fuse_epilogue(sch, conv)
+    n, h, w, co, ry, rx, ci = sch.get_loops(conv)
+    vec = simd_width(_extent(sch, co), isa.lanes)
+    height, width, cols = _extent(sch, h), _extent(sch, w), _extent(sch, co) // vec
+    hb, ht = _tile(sch, h, 2, 8, decide and [height // decide["rows"], decide["rows"]])
+    m = sch.fuse(ht, w)
+    m0, m1 = _tile(sch, m, 2, MAX_ROWS, decide and [_extent(sch, m) // decide["mr"], decide["mr"]])
+    cx, cv = sch.split(co, factors=[None, vec])
+    n0, n1 = _tile(sch, cx, 2, MAX_VECTORS, decide and [cols // decide["nr"], decide["nr"]])
+    inner = [n0, m0] if order == "panel" else [m0, n0]
+    sch.reorder(n, hb, *inner, ry, rx, ci, m1, n1, cv)
+    par = sch.fuse(n, hb)
+    sch.parallel(par)
+    sch.unroll(m1)
+    sch.unroll(n1)
+    sch.vectorize(cv)
+    if epi is not None:
+        sch.reverse_compute_at(epi, inner[0] if order == "row" else par, preserve_unit_loops=True)
+        _vectorize_innermost(sch, epi, vec)
+    # The tile's depthwise rows, all channels, before its 1x1 blocks.
+    sch.compute_at(dw_out, par, preserve_unit_loops=True)
+    sch.compute_at(dw, par, preserve_unit_loops=True)
+    _, dh, dwl, dc, dry, drx, drc = sch.get_loops(dw)[-7:]
+    dvec = simd_width(_extent(sch, dc), isa.lanes)
+    rows, dcols = _extent(sch, dh), _extent(sch, dc) // dvec
+    dh0, dh1 = _tile(sch, dh, 2, 4, decide and [rows // decide["h1"], decide["h1"]])
+    dw0, dw1 = _tile(sch, dwl, 2, 16, decide and [width // decide["w1"], decide["w1"]])
+    dcx, dcv = sch.split(dc, factors=[None, dvec])
+    dc0, dc1 = _tile(sch, dcx, 2, 4, decide and [dcols // decide["c1"], decide["c1"]])
+    sch.reorder(dh0, dc0, dw0, dh1, dry, drx, drc, dw1, dc1, dcv)
+    for loop in (dry, drx, dw1, dc1):
+        sch.unroll(loop)
+    sch.vectorize(dcv)
+    sch.reverse_compute_at(dw_out, dh1, preserve_unit_loops=True)
+    _vectorize_innermost(sch, dw_out, dvec)
+    for pad in dw_pads:
+        sch.compute_at(pad, dw0, preserve_unit_loops=True)
+        _vectorize_innermost(sch, pad, dvec)
+    return sch
+
+
+RULES = {"conv1x1": conv_1x1, "dw3x3": depthwise_3x3, "sepblock": separable_block}
 
 
 def _register() -> None:
