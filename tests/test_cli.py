@@ -164,6 +164,7 @@ def test_tune_bad_input(capsys, tmp_path):
     assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.slow
 def test_tune_then_compile_with_records(capsys, tmp_path):
     """`tune` writes records, a rerun resumes them, and `--records` applies them to a build that still matches."""
     work = tmp_path / "records"

@@ -58,6 +58,12 @@ def _conv_kind(mod: tvm.IRModule, group: relax.Function) -> str | None:
     return None
 
 
+def _conv_name(mod: tvm.IRModule, group) -> str:
+    """The name of a group's conv kernel (conv2d5): a fused block is named block_<depthwise>_<1x1>."""
+    first = mod[group].body.blocks[0].bindings[0].value
+    return first.args[0].name_hint
+
+
 def _merged(dw: relax.Function, pw: relax.Function) -> relax.Function:
     """One primitive function: the depthwise group's bindings, then the 1x1 group's reading their result."""
     pw = pw.bind_params({pw.params[0]: dw.body.body})
@@ -105,7 +111,7 @@ def fuse_separable_blocks(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         key = (dw_call.op, pw_call.op)
         if key not in merged:
             func = _merged(mod[dw_call.op], mod[pw_call.op])
-            merged[key] = builder.add_func(func, f"{dw_call.op.name_hint}_{pw_call.op.name_hint}")
+            merged[key] = builder.add_func(func, f"block_{_conv_name(mod, dw_call.op)}_{_conv_name(mod, pw_call.op)}")
     new = [
         relax.VarBinding(b.var, relax.Call(merged[(p[0].op, p[1].op)], list(p[0].args) + list(p[1].args[1:])))
         if (p := pairs.get(b.var)) is not None

@@ -56,6 +56,7 @@ def _mount_tmpfs(path: Path, size: int) -> bool:
     return proc.returncode == 0
 
 
+@pytest.mark.slow
 def test_really_full_disk_during_bundle(capsys, compiled, tmp_path):
     """The same on a real full file system: a tmpfs that holds the artifact but not the bundle too."""
     so_size = (compiled(0.25, 32) / "model.so").stat().st_size

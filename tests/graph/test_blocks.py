@@ -15,7 +15,7 @@ def _block_kernels(mod) -> list[tuple[int, ...]]:
     """Output shapes of the kernels that hold two convs."""
     out = []
     for gv, func in mod.functions_items():
-        if isinstance(func, tvm.tirx.PrimFunc) and len(re.findall(r"conv2d\d*_", gv.name_hint)) == 2:
+        if isinstance(func, tvm.tirx.PrimFunc) and re.fullmatch(r"block_conv2d\d*_conv2d\d*", gv.name_hint):
             out.append(tuple(int(d) for d in func.params[-1].shape))
     return sorted(out)
 

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from ..helpers import run_cli
 
 SMALL = ["--alpha", "0.25", "--resolution", "32"]
@@ -23,6 +25,7 @@ def _records(work: Path) -> list:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip().endswith("]")]
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_tuning_exits_130_with_records_and_resume_command(capsys, tmp_path):
     """Ctrl-C while tuning ended in a segfault or `internal error: RuntimeError:`. Now the first Ctrl-C stops
     at the next candidate: exit 130, records kept (no half-measured ones recorded as failures), one line

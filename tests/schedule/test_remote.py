@@ -116,6 +116,7 @@ def tuned(rpc, tmp_path_factory):
     return work, main(tune_args(work, rpc))
 
 
+@pytest.mark.slow
 def test_tune_through_rpc_then_build_with_records(tuned, capsys, tmp_path):
     work, code = tuned
     assert code == 0
@@ -171,6 +172,7 @@ def test_bad_rpc_arguments(capsys, tmp_path, args, message):
     assert code == 1 and message in only_line(capsys)
 
 
+@pytest.mark.slow
 def test_key_with_no_free_device(rpc, tuned, capsys, tmp_path, monkeypatch):
     """An unknown key fails at once; a busy device fails after MNET_RPC_WAIT; the records stay as they were."""
     work = tmp_path / "records"
