@@ -46,9 +46,9 @@ QUANTIZE = click.option("--quantize", type=click.Choice(["int8"]),
                         help="Post-training quantization of a built-in model (TFLite's int8 scheme; MobileNet v1).")
 CALIBRATION = click.option("--calibration", type=click.Path(),
                            help="Folder of images (or .npy inputs) to calibrate --quantize on [default: a seeded synthetic set].")
-NO_FUSE_BLOCKS = click.option("--no-fuse-blocks", "fuse_blocks", is_flag=True, flag_value=False, default=True,
-                              help="Keep each depthwise and 1x1 conv a kernel of its own (CPU: blocks are fused where that pays).")
-MODEL_OPTIONS = _options(TARGET, MODEL, ALPHA, RESOLUTION, CLASSES, SOURCE, INPUT_SHAPE, QUANTIZE, CALIBRATION, NO_FUSE_BLOCKS)
+FUSE_BLOCKS = click.option("--fuse-blocks", is_flag=True,
+                           help="CPU: a stride-1 depthwise conv on 28+ rows and its 1x1 conv as one kernel (graph/blocks.py).")
+MODEL_OPTIONS = _options(TARGET, MODEL, ALPHA, RESOLUTION, CLASSES, SOURCE, INPUT_SHAPE, QUANTIZE, CALIBRATION, FUSE_BLOCKS)
 
 
 def _given(ctx: click.Context, options: dict) -> dict:
@@ -177,7 +177,7 @@ _FLAGS = {"target": "--target", "model": "--model", "alpha": "--alpha", "resolut
           "calibration": "--calibration"}
 
 
-def _resume_hint(request, given: dict, trials: int, work_dir, rpc, key, minutes) -> tuple[str, str]:
+def _resume_hint(request, given: dict, trials: int, work_dir, rpc, key, minutes, cold_cache=False) -> tuple[str, str]:
     """(the work folder, absolute; the line that says it is kept and how to resume) for `tune`."""
     import shlex
     from pathlib import Path
@@ -195,6 +195,7 @@ def _resume_hint(request, given: dict, trials: int, work_dir, rpc, key, minutes)
             args += [flag, os.path.abspath(value) if is_file else str(value)]
     args += ["--trials", str(trials), "--work-dir", folder]
     args += (["--rpc", rpc] if rpc else []) + (["--key", key] if key else []) + (["--minutes", f"{minutes:g}"] if minutes else [])
+    args += (["--fuse-blocks"] if given.get("fuse_blocks") else []) + (["--cold-cache"] if cold_cache else [])
     return folder, f"the records measured so far are kept in {folder}; resume with: mnet-compile tune {shlex.join(args)}"
 
 
@@ -205,8 +206,9 @@ def _resume_hint(request, given: dict, trials: int, work_dir, rpc, key, minutes)
 @click.option("--rpc", metavar="HOST:PORT", help="TVM RPC tracker: time the candidates on a board (built here with the preset's cross compiler).")
 @click.option("--key", help="Device key the board's RPC server registered with the tracker (with --rpc).")
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True), help="Time budget: no new batch starts after it.")
+@click.option("--cold-cache", is_flag=True, help="Time each candidate with its weights flushed from the caches (as a board without a big last-level cache runs a model).")
 @click.pass_context
-def tune(ctx, trials, work_dir, rpc, key, minutes, **options):
+def tune(ctx, trials, work_dir, rpc, key, minutes, cold_cache, **options):
     """Tune the model's kernels with MetaSchedule (XGBoost cost model); apply with `--records WORK_DIR`.
 
     The target must run on this machine, unless a board measures through TVM's RPC tracker:
@@ -229,10 +231,11 @@ def tune(ctx, trials, work_dir, rpc, key, minutes, **options):
 
     from .schedule import interrupt
 
-    _, resume = _resume_hint(request, _given(ctx, options), trials, work_dir, rpc, key, minutes)
+    _, resume = _resume_hint(request, _given(ctx, options), trials, work_dir, rpc, key, minutes, cold_cache)
     try:
         with interrupt.deferred(resume, _log):  # Ctrl-C stops at a safe point, never inside TVM's C++
-            work_dir = tune_model(request, trials, work_dir, progress=progress, log=_log, rpc=rpc, key=key, minutes=minutes)
+            work_dir = tune_model(request, trials, work_dir, progress=progress, log=_log, rpc=rpc, key=key, minutes=minutes,
+                                  cold_cache=cold_cache)
     except KeyboardInterrupt:
         raise Interrupted(resume) from None
     finally:

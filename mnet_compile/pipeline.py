@@ -40,7 +40,7 @@ class CompileRequest:
     sign: str | None = None  # --sign: an Ed25519 private key file; writes manifest.sig (device/signing.py)
     quantize: str | None = None  # "int8": post-training quantization (graph/quantize.py)
     calibration: str | None = None  # --calibration: a folder of images or .npy inputs (calibration.py)
-    fuse_blocks: bool = True  # a depthwise conv and its 1x1 as one kernel where it pays (CPU; graph/blocks.py)
+    fuse_blocks: bool = False  # --fuse-blocks: a depthwise conv and its 1x1 as one kernel (CPU; graph/blocks.py)
 
     def __post_init__(self):
         from .frontends import parse_shape
@@ -202,8 +202,8 @@ def cpu_lanes(preset: Preset) -> int | None:
 
 
 def fuses_blocks(request: CompileRequest, preset: Preset) -> bool:
-    """Whether depthwise + 1x1 blocks become one kernel: on CPUs (the GPU schedules take one conv per
-    kernel), unless --no-fuse-blocks."""
+    """Whether depthwise + 1x1 blocks become one kernel: with --fuse-blocks, on CPUs (the GPU schedules
+    take one conv per kernel)."""
     return request.fuse_blocks and preset.backend == "cpu"
 
 
@@ -261,13 +261,15 @@ def compile_model(request: CompileRequest, log=print) -> Path:
 
 
 def tune_model(request: CompileRequest, trials: int, work_dir: str | None = None, progress=None, log=print,
-               rpc: str | None = None, key: str | None = None, minutes: float | None = None) -> Path:
+               rpc: str | None = None, key: str | None = None, minutes: float | None = None,
+               cold_cache: bool = False) -> Path:
     """`mnet-compile tune`: tune the kernels of the requested model for its preset; returns the work folder.
 
     work_dir defaults to artifacts/tuning/<preset>; rerunning resumes it. rpc="HOST:PORT" and key: measure on
     a board of that key through TVM's RPC tracker (schedule/remote.py), candidates cross-compiled here.
     The search starts from the shipped records of the target's family, else the default schedules, and
-    stops after `trials` or after `minutes`, whichever comes first.
+    stops after `trials` or after `minutes`, whichever comes first. cold_cache: candidates are timed with
+    their weights flushed from the caches before each run (schedule/measure.py, COLD_EVALUATOR).
     """
     from .graph.passes import fuse
     from .schedule.records import family_for, shipped_database
@@ -282,7 +284,7 @@ def tune_model(request: CompileRequest, trials: int, work_dir: str | None = None
             raise MnetError("--key names a device on an RPC tracker; give the tracker with --rpc HOST:PORT")
         from .schedule.remote import remote_measure
 
-        builder, runner = remote_measure(preset, rpc, key, log)  # checks the tracker and the key first
+        builder, runner = remote_measure(preset, rpc, key, log, cold_cache)  # checks the tracker and the key first
     elif not preset.runs_here:
         raise MnetError(f"target {preset.name} does not run on this {platform.machine()} machine, so it cannot be tuned here")
     mod, _, _, _ = load_model(request, preset, progress_log(log))
@@ -291,7 +293,7 @@ def tune_model(request: CompileRequest, trials: int, work_dir: str | None = None
     try:
         known = shipped_database(family_for(preset.tvm))
         tune(fuse(mod, fuses_blocks(request, preset)), preset.tvm, str(work_dir), trials, progress=progress, builder=builder, runner=runner,
-             minutes=minutes, known=known, log=log)  # fmt: skip
+             minutes=minutes, known=known, log=log, cold_cache=cold_cache)  # fmt: skip
     except Exception:
         if runner is not None and runner.failure is not None:  # the tracker or device failed: one line
             raise runner.failure from None

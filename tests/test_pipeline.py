@@ -30,13 +30,13 @@ def _block_kernels(folder) -> list[str]:
     return [name for name in kernels if name.startswith("block_") and name.count("conv2d") == 2]
 
 
-def test_blocks_are_fused_unless_asked_not_to(compiled):
-    """0.25-128: the stride-1 blocks on 64 and 32 rows are one kernel each; --no-fuse-blocks keeps every
-    conv its own kernel. Both match PyTorch."""
-    fused, apart = compiled(0.25, 128, seed=7), compiled(0.25, 128, seed=7, fuse_blocks=False)
+def test_blocks_are_fused_when_asked(compiled):
+    """0.25-128 with --fuse-blocks: the stride-1 blocks on 64 and 32 rows are one kernel each (by default
+    every conv is its own kernel). Both match PyTorch."""
+    fused, apart = compiled(0.25, 128, seed=7, fuse_blocks=True), compiled(0.25, 128, seed=7)
     assert len(_block_kernels(fused)) == 2 and _block_kernels(apart) == []
     x = random_input((1, 3, 128, 128), seed=128)
-    assert_matches_pytorch(runtime.load(str(apart))(x), x, alpha=0.25, seed=7)
+    assert_matches_pytorch(runtime.load(str(fused))(x), x, alpha=0.25, seed=7)
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,9 @@ from . import interrupt
 from .interrupt import INTERRUPTED
 
 EVALUATOR = EvaluatorConfig(number=1, repeat=5, min_repeat_ms=20, enable_cpu_cache_flush=False)
+# `tune --cold-cache`: each run alone, after the kernel's weights and output are flushed from every cache
+# level, as a layer finds them in a whole-model run on a board without a large last-level cache.
+COLD_EVALUATOR = EvaluatorConfig(number=1, repeat=20, min_repeat_ms=0, enable_cpu_cache_flush=True)
 
 
 @derived_object

@@ -37,7 +37,7 @@ from tvm.s_tir.meta_schedule.runner.local_runner import LocalRunnerFuture
 from tvm.s_tir.meta_schedule.runner.utils import alloc_argument_common, run_evaluator_common
 
 from ..errors import MnetError
-from .measure import EVALUATOR, InProcessBuilder
+from .measure import COLD_EVALUATOR, EVALUATOR, InProcessBuilder
 
 CONNECT_TIMEOUT_S = 5.0
 DEVICE_WAIT_S = 60.0
@@ -354,11 +354,12 @@ class RemoteRunner(PyRunner):
         return futures
 
 
-def remote_measure(preset, rpc: str, key: str | None, log=print):
+def remote_measure(preset, rpc: str, key: str | None, log=print, cold_cache: bool = False):
     """(builder, runner) for `tune` through an RPC tracker, after checking the tracker, the key and the
-    preset's cross compiler: everything that can fail fast fails here, before the model is imported."""
+    preset's cross compiler: everything that can fail fast fails here, before the model is imported.
+    cold_cache: the board flushes each candidate's weights from its caches before every run."""
     config, fcompile = checked_device(preset, rpc, key, log, "tuning")
-    return InProcessBuilder(fcompile=fcompile), RemoteRunner(config)
+    return InProcessBuilder(fcompile=fcompile), RemoteRunner(config, COLD_EVALUATOR if cold_cache else EVALUATOR)
 
 
 def checked_device(preset, rpc: str, key: str | None, log=print, what: str = "tuning"):

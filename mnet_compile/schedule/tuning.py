@@ -27,7 +27,7 @@ from tvm.target import Target
 from . import interrupt, rules
 from .interrupt import INTERRUPTED
 from .kernels import replayed
-from .measure import InProcessBuilder, InProcessRunner
+from .measure import COLD_EVALUATOR, EVALUATOR, InProcessBuilder, InProcessRunner
 from .transfer import TransferIndex, transferred_schedule
 from .tunable import tunable_kernels
 
@@ -232,18 +232,20 @@ def tune(
     minutes: float | None = None,
     known=None,
     log=None,
+    cold_cache: bool = False,
 ) -> ms.database.JSONDatabase:
     """Tune every kernel of `fused_mod` (or of each module in a list) for `target`, `trials` in total,
     or until `minutes` have passed (no new batch starts after that).
 
     builder / runner: MetaSchedule's (default: InProcessBuilder, InProcessRunner; remote.py's for a device).
-    known: a database whose records start the search (the shipped records of the target's family)."""
+    known: a database whose records start the search (the shipped records of the target's family).
+    cold_cache: time each candidate with its weights flushed from the caches (measure.COLD_EVALUATOR)."""
     deadline = time.monotonic() + 60 * minutes if minutes else None
     mods = [fused_mod] if isinstance(fused_mod, tvm.IRModule) else list(fused_mod)
     tasks = extract(mods, target)
     db = open_database(work_dir, log)
     builder = builder if builder is not None else InProcessBuilder()
-    runner = runner if runner is not None else InProcessRunner()
+    runner = runner if runner is not None else InProcessRunner(COLD_EVALUATOR if cold_cache else EVALUATOR)
     seed_defaults(db, tasks, target, builder, runner, known)
     interrupt.check()
     done, best = count_records(db, [t[1] for t in tasks])

@@ -55,3 +55,40 @@ def test_known_records_are_measured_here_beside_the_default(tmp_path):
     for _, kmod, _ in tasks:
         secs = [float(r.run_secs[0]) for r in db.get_top_k(db.commit_workload(kmod), 10)]
         assert len(secs) == 2 and max(secs) < 1.0  # measured here, not the shipped 123 s
+
+
+def test_cold_cache_flushes_the_weights_before_every_timed_run(tmp_path, monkeypatch):
+    """`tune --cold-cache`: every candidate (the seeds too) is timed run by run, with its non-first
+    arguments (weights, output) flushed from the caches before each run; without it, back to back."""
+    from mnet_compile.schedule import measure
+
+    seen = []
+    real = measure.run_evaluator_common
+    monkeypatch.setattr(measure, "run_evaluator_common", lambda mod, dev, cfg, args: seen.append(cfg) or real(mod, dev, cfg, args))
+    block = separable_block(16, 24, 1, seed=3)
+    fused = fused_of(block, (1, 16, 14, 14))
+    _, found = tunable_kernels(fused, TARGET)
+    gv, _, _ = next(k for k in found if "mnet.dw3x3.x86-avx2" in rule_of(k[1]))
+    one_task = tvm.IRModule({gv: fused[gv]})
+    tune(one_task, TARGET, str(tmp_path / "cold"), 2, seed=0, cold_cache=True)
+    assert seen and all(c.enable_cpu_cache_flush and c.number == 1 and not c.min_repeat_ms for c in seen)
+    seen.clear()
+    tune(one_task, TARGET, str(tmp_path / "hot"), 2, seed=0)
+    assert seen and not any(c.enable_cpu_cache_flush for c in seen)
+
+
+def test_cold_cache_reaches_tuning_and_the_resume_line(capsys, tmp_path, monkeypatch):
+    from mnet_compile.schedule import tuning
+
+    from ..helpers import run_cli
+
+    got = {}
+    monkeypatch.setattr(tuning, "tune", lambda *a, **kw: got.update(kw))
+    code, _, _ = run_cli(capsys, "tune", "--alpha", "0.25", "--resolution", "32", "--trials", "1", "--cold-cache",
+                         "--fuse-blocks", "--work-dir", tmp_path / "w")
+    assert code == 0 and got["cold_cache"] is True
+    from mnet_compile.cli import _resume_hint
+    from mnet_compile.pipeline import CompileRequest
+
+    _, line = _resume_hint(CompileRequest(fuse_blocks=True), {"fuse_blocks": True}, 5, str(tmp_path), None, None, None, True)
+    assert line.endswith("--fuse-blocks --cold-cache")
