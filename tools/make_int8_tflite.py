@@ -8,7 +8,7 @@ activations have a real spread. The converter calibrates on 16 seeded smooth ran
 grid of uniform values, bilinearly upsampled, plus noise); weights are int8 per channel, activations int8.
 
     python tools/make_int8_tflite.py tests/data/int8            # the small files the tests ship
-    python tools/make_int8_tflite.py /work/exp/tfl --model v1 --alpha 1.0 --resolution 224 [--io float]
+    python tools/make_int8_tflite.py /work/exp/tfl --model v1 --alpha 1.0 --resolution 224 [--io float] [--logits]
 """
 
 import argparse
@@ -42,7 +42,7 @@ def ops_model(resolution: int):
     return keras.Model(inp, x)
 
 
-def keras_model(model: str, alpha: float, resolution: int, seed: int):
+def keras_model(model: str, alpha: float, resolution: int, seed: int, softmax: bool = True):
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -50,7 +50,8 @@ def keras_model(model: str, alpha: float, resolution: int, seed: int):
         net = ops_model(resolution)
     else:
         build = keras.applications.MobileNet if model == "v1" else keras.applications.MobileNetV2
-        net = build(input_shape=(resolution, resolution, 3), alpha=alpha, weights=None, classes=1000)
+        net = build(input_shape=(resolution, resolution, 3), alpha=alpha, weights=None, classes=1000,
+                    classifier_activation="softmax" if softmax else None)
     rng = np.random.default_rng(seed)
     for layer in net.layers:
         kind = type(layer).__name__
@@ -119,13 +120,15 @@ def main():
     parser.add_argument("--resolution", type=int)
     parser.add_argument("--io", choices=["int8", "float"], default="int8")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--logits", action="store_true", help="no softmax at the end (Keras classifier_activation=None)")
     args = parser.parse_args()
     jobs = [(args.model, args.alpha, args.resolution, args.io)] if args.model else SHIPPED
     os.makedirs(args.out_dir, exist_ok=True)
     for model, alpha, resolution, io in jobs:
         name = f"ops_{resolution}" if model == "ops" else f"mobilenet_{model}_{alpha:g}_{resolution}"
+        name += "_logits" if args.logits else ""
         path = os.path.join(args.out_dir, f"{name}_{io}.tflite")
-        data = convert(keras_model(model, alpha, resolution, args.seed), resolution, io, args.seed)
+        data = convert(keras_model(model, alpha, resolution, args.seed, not args.logits), resolution, io, args.seed)
         with open(path + ".tmp", "wb") as f:
             f.write(data)
         os.replace(path + ".tmp", path)

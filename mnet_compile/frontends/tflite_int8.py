@@ -21,6 +21,7 @@ from .integer import QMAX, QMIN, Conv, IntegerModel, add_layer, mean_pool, quant
 
 INT8, INT32, FLOAT32 = 9, 2, 0  # tflite.TensorType
 SHAPE_OPS = ("SHAPE", "STRIDED_SLICE", "PACK")
+LAYER_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MEAN", "AVERAGE_POOL_2D", "SOFTMAX")
 
 
 def is_integer(model) -> bool:
@@ -101,11 +102,55 @@ def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def _conv(f: _File, index: int, current: int, pending_pad, x, y) -> Conv:
+    """CONV_2D, DEPTHWISE_CONV_2D or FULLY_CONNECTED (a 1x1 conv) as a Conv record; x, y: (scale, zero point)."""
+    op = f.g.Operators(index)
+    name = _op_name(f.model, op)
+    ins = [int(t) for t in op.InputsAsNumpy()]
+    (x_scale, x_zp), (y_scale, y_zp) = x, y
+    w, wq = f.data(ins[1]), f.qparams(ins[1])
+    if w is None or w.dtype != np.int8 or wq is None or np.any(wq[1] != 0):
+        f.fail(index, "weights must be constant int8, symmetric (zero point 0)")
+    bias = f.data(ins[2]) if len(ins) > 2 and ins[2] >= 0 else None
+    if bias is not None and bias.dtype != np.int32:
+        f.fail(index, "a bias must be int32")
+    height, width = f.shape(current)[1:3] if len(f.shape(current)) == 4 else (1, 1)
+    if name == "FULLY_CONNECTED":
+        opts = _options(op, "FullyConnectedOptions")
+        if opts.WeightsFormat() != 0 or (height, width) != (1, 1):
+            f.fail(index, "FULLY_CONNECTED must take a flat vector with plain weights")
+        weight, strides, padding, groups = w.T.reshape(1, 1, *w.T.shape), (1, 1), (0, 0, 0, 0), 1
+    else:
+        depthwise = name == "DEPTHWISE_CONV_2D"
+        opts = _options(op, "DepthwiseConv2DOptions" if depthwise else "Conv2DOptions")
+        if (opts.DilationHFactor(), opts.DilationWFactor()) != (1, 1):
+            f.fail(index, "dilated convolutions are not supported")
+        if depthwise and w.shape[3] != f.shape(current)[3]:
+            f.fail(index, "depthwise convolutions with a channel multiplier are not supported")
+        strides = (opts.StrideH(), opts.StrideW())
+        top = left = bottom = right = 0
+        if opts.Padding() == 0:  # SAME
+            top, bottom = _same_padding(height, w.shape[1], strides[0])
+            left, right = _same_padding(width, w.shape[2], strides[1])
+        padding = tuple(a + b for a, b in zip((top, left, bottom, right), pending_pad))
+        weight = w.transpose(1, 2, 0, 3) if depthwise else w.transpose(1, 2, 3, 0)  # -> HWIO
+        groups = weight.shape[3] if depthwise else 1
+    count = weight.shape[3]
+    if wq[0].size not in (1, count):
+        f.fail(index, "weight scales must be per tensor or per output channel")
+    multiplier, exponent = quantize_multiplier(x_scale * np.broadcast_to(wq[0], (count,)) / y_scale)
+    return Conv(np.ascontiguousarray(weight), np.zeros(count, np.int32) if bias is None else bias.reshape(-1), strides,
+                padding, groups, x_zp, multiplier.astype(np.int32), exponent, y_zp,
+                _clamp(opts.FusedActivationFunction(), y_scale, y_zp))  # fmt: skip
+
+
 def from_tflite_int8(model, path, input_name: str, shape) -> IntegerModel:
     """The integer model of a full-integer TFLite graph (NHWC input `shape`)."""
     f = _File(model, path)
     g = f.g
     graph_in, graph_out = int(g.Inputs(0)), int(g.Outputs(0))
+    if g.OutputsLength() != 1 or g.Tensors(graph_in).Type() not in (INT8, FLOAT32):
+        raise MnetError(f"{path}: int8 TFLite: expected one output and a float32 or int8 input")
     current = None  # the tensor the last layer produced (int8)
     producer = {}  # int8 tensor -> index of the layer that produced it
     shape_tensors = set()
@@ -131,50 +176,18 @@ def from_tflite_int8(model, path, input_name: str, shape) -> IntegerModel:
         if name == "DEQUANTIZE" and ins[0] == current and out == graph_out:
             current = out
             continue
+        if name not in LAYER_OPS + ("PAD", "RESHAPE"):
+            f.fail(index, f"operator {name} is not supported in an int8 TFLite model")
         if result is None or not ins or current not in (ins[:2] if name == "ADD" else ins[:1]):
             f.fail(index, f"operator {name} does not read the previous layer's output (or the input is not quantized)")
         x_scale, x_zp = f.activation(index, current)
-        if name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MEAN", "AVERAGE_POOL_2D", "SOFTMAX"):
+        if any(pending_pad) and name not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            f.fail(index, "a PAD must be followed by a convolution")
+        if name in LAYER_OPS:
             y_scale, y_zp = f.activation(index, out)
         if name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
-            w = f.data(ins[1])
-            wq = f.qparams(ins[1])
-            if w is None or w.dtype != np.int8 or wq is None or np.any(wq[1] != 0):
-                f.fail(index, "weights must be constant int8, symmetric (zero point 0)")
-            bias = f.data(ins[2]) if len(ins) > 2 and ins[2] >= 0 else None
-            if bias is not None and bias.dtype != np.int32:
-                f.fail(index, "a bias must be int32")
-            height, width = f.shape(current)[1:3] if len(f.shape(current)) == 4 else (1, 1)
-            if name == "FULLY_CONNECTED":
-                opts = _options(op, "FullyConnectedOptions")
-                if opts.WeightsFormat() != 0 or (height, width) != (1, 1):
-                    f.fail(index, "FULLY_CONNECTED must take a flat vector with plain weights")
-                weight, strides, padding, groups = w.T.reshape(1, 1, *w.T.shape), (1, 1), (0, 0, 0, 0), 1
-            else:
-                depthwise = name == "DEPTHWISE_CONV_2D"
-                opts = _options(op, "DepthwiseConv2DOptions" if depthwise else "Conv2DOptions")
-                if (opts.DilationHFactor(), opts.DilationWFactor()) != (1, 1):
-                    f.fail(index, "dilated convolutions are not supported")
-                if depthwise and w.shape[3] != f.shape(current)[3]:
-                    f.fail(index, "depthwise convolutions with a channel multiplier are not supported")
-                strides = (opts.StrideH(), opts.StrideW())
-                kh, kw = w.shape[1:3]
-                if opts.Padding() == 0:  # SAME
-                    (top, bottom), (left, right) = _same_padding(height, kh, strides[0]), _same_padding(width, kw, strides[1])
-                else:
-                    top = left = bottom = right = 0
-                padding = tuple(a + b for a, b in zip((top, left, bottom, right), pending_pad))
-                pending_pad = (0, 0, 0, 0)
-                weight = w.transpose(1, 2, 0, 3) if depthwise else w.transpose(1, 2, 3, 0)  # -> HWIO
-                groups = weight.shape[3] if depthwise else 1
-            count = weight.shape[3]
-            w_scale = np.broadcast_to(wq[0], (count,)) if wq[0].size in (1, count) else None
-            if w_scale is None:
-                f.fail(index, "weight scales must be per tensor or per output channel")
-            multiplier, exponent = quantize_multiplier(x_scale * w_scale / y_scale)
-            result.layers.append(Conv(np.ascontiguousarray(weight), np.zeros(count, np.int32) if bias is None else bias.reshape(-1),
-                                      strides, padding, groups, x_zp, multiplier.astype(np.int32), exponent, y_zp,
-                                      _clamp(opts.FusedActivationFunction(), y_scale, y_zp)))  # fmt: skip
+            result.layers.append(_conv(f, index, current, pending_pad, (x_scale, x_zp), (y_scale, y_zp)))
+            pending_pad = (0, 0, 0, 0)
         elif name == "PAD":
             pads = f.data(ins[1])
             if pads is None or pads.shape != (4, 2) or np.any(pads[[0, 3]] != 0) or f.activation(index, out) != (x_scale, x_zp):
@@ -210,10 +223,8 @@ def from_tflite_int8(model, path, input_name: str, shape) -> IntegerModel:
                 f.fail(index, "RESHAPE to a shape that is neither constant nor the flatten's")
             current = out
             continue
-        elif name == "SOFTMAX":
+        else:  # SOFTMAX
             result.layers.append(softmax_layer(x_scale, _options(op, "SoftmaxOptions").Beta(), y_scale, y_zp))
-        else:
-            f.fail(index, f"operator {name} is not supported in an int8 TFLite model")
         producer[out] = len(result.layers) - 1
         current = out
     if result is None or not result.layers or current != graph_out:
