@@ -43,7 +43,7 @@ SOURCE = click.option("--from", "source", type=click.Path(),
                       help="A trained model file instead of a built-in model: .onnx, .tflite or .pt2 (torch.export).")
 INPUT_SHAPE = click.option("--input-shape", "source_shape", help="Fix a --from file's dynamic input dims, e.g. 1,3,224,224.")
 QUANTIZE = click.option("--quantize", type=click.Choice(["int8"]),
-                        help="Post-training quantization of a built-in model (TFLite's int8 scheme; MobileNet v1).")
+                        help="Post-training quantization of a built-in model (TFLite's int8 scheme; MobileNet v1, v2).")
 CALIBRATION = click.option("--calibration", type=click.Path(),
                            help="Folder of images (or .npy inputs) to calibrate --quantize on [default: a seeded synthetic set].")
 FUSE_BLOCKS = click.option("--fuse-blocks", is_flag=True,

@@ -55,7 +55,8 @@ def load_model_file(path, input_shape=None) -> tuple[tvm.IRModule, ModelInput]:
 
     loader = {"onnx": from_onnx, "tflite": from_tflite, "pt2": from_pt2}[fmt]
     mod, info = loader(str(path), input_shape)
-    info.output_kind = output_kind(mod)
+    if info.integer is None:  # an integer model's loader says whether it ends in a softmax
+        info.output_kind = output_kind(mod)
     if len(info.shape) != 4:
         raise MnetError(f"{path}: input '{info.name}' has shape {info.shape}; expected an image batch (rank 4)")
     return mod, info

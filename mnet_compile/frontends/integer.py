@@ -10,9 +10,12 @@ an imported quantized file. The scheme is TFLite's full-integer one:
 - the input's zero point is the padding value (padded inside the conv's kernel: `conv_te`), so its
   correction -zp_in * sum(W) is folded into the bias;
 - the float input is quantized by the model's first conv as it reads it: q = clip(floor(x * (1 / scale)
-  + 0.5) + zp) in float32; the int8 logits are dequantized by the last op: (q - zp) * scale.
+  + 0.5) + zp) in float32; the int8 logits are dequantized by the last op: (q - zp) * scale;
+- a residual add (`Add`) rescales both inputs to 2 * max(scale) with 20 bits of headroom and requantizes
+  the sum (TFLite's int8 ADD); `Softmax` is TFLite's int8 softmax (a float exp table, float normalization).
 
-Tensors between layers are int8 (NHWC); a conv accumulates in int32 (conv2d with out_dtype int32).
+Tensors between layers are int8 (NHWC); a conv accumulates in int32 (conv2d with out_dtype int32). Each layer
+reads the previous layer's output (an `Add` also an earlier one's).
 """
 
 from __future__ import annotations
@@ -63,16 +66,45 @@ class MeanPool:
     output_zero_point: int
 
 
+ADD_LEFT_SHIFT = 20  # TFLite's headroom for int8 ADD
+
+
+@dataclass
+class Add:
+    """The previous layer's output plus layer `other`'s: each input (q - zp) << 20 rescaled by its
+    (multiplier, exponent), summed, requantized to the output (TFLite's int8 ADD, single rounding)."""
+
+    other: int  # index of the layer whose output is the second input
+    zero_points: tuple[int, int]  # (previous layer's, other's)
+    multipliers: tuple[int, int]
+    exponents: tuple[int, int]
+    multiplier: int
+    exponent: int
+    output_zero_point: int
+    clamp: tuple[int, int]
+
+
+@dataclass
+class Softmax:
+    """TFLite's int8 softmax over the last axis: e = table[max - q] (table[d] = exp(-input_scale * beta * d),
+    float32), p = e * (1 / (sum(e) * output_scale)), q = round(p) + zp (round half away from zero)."""
+
+    table: np.ndarray  # float32 (256,)
+    output_scale: float
+    output_zero_point: int
+
+
 @dataclass
 class IntegerModel:
     input_name: str
-    input_shape: tuple[int, ...]  # NCHW float32
+    input_shape: tuple[int, ...]  # the float32 input, in input_layout
     input_scale: float
     input_zero_point: int
     layers: list = field(default_factory=list)
     output_scale: float = 1.0
     output_zero_point: int = 0
     output_shape: tuple[int, ...] = ()
+    input_layout: str = "NCHW"  # or "NHWC" (TFLite files)
 
 
 def quantize_multiplier(real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -99,15 +131,19 @@ def _const(value, dtype: str) -> relax.Expr:
     return relax.const(np.asarray(value, dtype), dtype)
 
 
-def _emit_requantize(bb, acc, multiplier, exponent, zero_point: int, clamp) -> relax.Var:
-    """int32 accumulators -> int8: ((acc * M + 2^(k-1)) >> k) + zp, clamped; M, k per channel, in int64."""
+def _emit_rescale(bb, x, multiplier, exponent) -> relax.Var:
+    """int64 x -> (x * M + 2^(k-1)) >> k, k = 31 - exponent (M, k scalars or per channel)."""
     shift = 31 - np.asarray(exponent, np.int64)
     if shift.min() < 1 or shift.max() > 62:
         raise ValueError(f"requantization shift out of range: {shift.min()}..{shift.max()}")
-    x = bb.emit(relax.op.astype(acc, "int64"))
     x = bb.emit(relax.op.multiply(x, _const(multiplier, "int64")))
     x = bb.emit(relax.op.add(x, _const(np.left_shift(np.int64(1), shift - 1), "int64")))
-    x = bb.emit(relax.op.right_shift(x, _const(shift, "int64")))
+    return bb.emit(relax.op.right_shift(x, _const(shift, "int64")))
+
+
+def _emit_requantize(bb, acc, multiplier, exponent, zero_point: int, clamp) -> relax.Var:
+    """int32 accumulators -> int8: ((acc * M + 2^(k-1)) >> k) + zp, clamped; M, k per channel, in int64."""
+    x = _emit_rescale(bb, bb.emit(relax.op.astype(acc, "int64")), multiplier, exponent)
     x = bb.emit(relax.op.add(x, _const(zero_point, "int64")))
     x = bb.emit(relax.op.clip(x, int(clamp[0]), int(clamp[1])))
     return bb.emit(relax.op.astype(x, "int8"))
@@ -115,16 +151,20 @@ def _emit_requantize(bb, acc, multiplier, exponent, zero_point: int, clamp) -> r
 
 def _reader(x: te.Tensor, quantize):
     """(value(b, y, x, c) -> int8, NHWC shape) of a layer's input: an int8 NHWC tensor, or with
-    `quantize` = (1 / scale, zero point) the float NCHW model input, quantized as it is read."""
+    `quantize` = (1 / scale, zero point, layout) the float model input (NCHW or NHWC), quantized as it is read."""
     if quantize is None:
         return (lambda b, y, xx, c: x[b, y, xx, c]), tuple(int(d) for d in x.shape)
-    inverse, zero_point = quantize
+    inverse, zero_point, layout = quantize
+    nhwc = layout == "NHWC"
 
     def value(b, y, xx, c):
-        q = tirx.floor(x[b, c, y, xx] * tirx.const(inverse, "float32") + tirx.const(0.5, "float32"))
+        real = x[b, y, xx, c] if nhwc else x[b, c, y, xx]
+        q = tirx.floor(real * tirx.const(inverse, "float32") + tirx.const(0.5, "float32"))
         q = q + tirx.const(zero_point, "float32")
         return tirx.max(tirx.min(q, tirx.const(QMAX, "float32")), tirx.const(QMIN, "float32")).astype("int8")
 
+    if nhwc:
+        return value, tuple(int(d) for d in x.shape)
     n, c, h, w = (int(d) for d in x.shape)
     return value, (n, h, w, c)
 
@@ -211,11 +251,12 @@ def conv_u8i8_te(x: te.Tensor, packed: te.Tensor, kernel, strides, padding, zero
 
 
 def pad_channels(layers: list, lanes: int = DOT_LANES) -> list:
-    """The layers with every dense conv's outputs (but the last layer's) padded to a multiple of `lanes`
+    """The layers with every dense conv's outputs (but the last conv's) padded to a multiple of `lanes`
     by zero filters, as the fp32 graph does (graph/padding.py): a padded channel holds its zero point (a real
     0), the depthwise convs after it get zero filters for it and the next dense conv zero weights, so the
     output is exactly the unpadded model's. Small alphas' 8-channel layers then fit the dot product."""
     out, extra = [], 0  # extra: zero channels appended to the current tensor
+    last = max(i for i, layer in enumerate(layers) if isinstance(layer, Conv))
     for index, layer in enumerate(layers):
         if not isinstance(layer, Conv):
             out.append(layer)
@@ -227,7 +268,7 @@ def pad_channels(layers: list, lanes: int = DOT_LANES) -> list:
             groups += add
         else:
             weight = np.concatenate([weight, np.zeros((kh, kw, extra, cout), weight.dtype)], axis=2)
-            add = 0 if index == len(layers) - 1 else -cout % lanes
+            add = 0 if index == last else -cout % lanes
         weight = np.concatenate([weight, np.zeros((kh, kw, weight.shape[2], add), weight.dtype)], axis=3)
         grow = lambda a: np.concatenate([a, np.zeros(add, a.dtype)])  # noqa: E731
         out.append(replace(layer, weight=weight, bias=grow(layer.bias), groups=groups,
@@ -263,13 +304,54 @@ def _emit_mean(bb, x, layer: MeanPool) -> relax.Var:
     return _emit_requantize(bb, total, layer.multiplier, layer.exponent, layer.output_zero_point, (QMIN, QMAX))
 
 
+def _emit_add(bb, x, other, layer: Add) -> relax.Var:
+    total = None
+    for value, zero_point, multiplier, exponent in zip((x, other), layer.zero_points, layer.multipliers, layer.exponents):
+        v = bb.emit(relax.op.astype(value, "int64"))
+        v = bb.emit(relax.op.multiply(relax.op.subtract(v, _const(zero_point, "int64")), _const(1 << ADD_LEFT_SHIFT, "int64")))
+        v = _emit_rescale(bb, v, multiplier, exponent)
+        total = v if total is None else bb.emit(relax.op.add(total, v))
+    total = _emit_rescale(bb, total, layer.multiplier, layer.exponent)
+    total = bb.emit(relax.op.add(total, _const(layer.output_zero_point, "int64")))
+    return bb.emit(relax.op.astype(relax.op.clip(total, int(layer.clamp[0]), int(layer.clamp[1])), "int8"))
+
+
+def _emit_softmax(bb, x, layer: Softmax) -> relax.Var:
+    q = bb.emit(relax.op.astype(x, "int32"))
+    gap = bb.emit(relax.op.subtract(relax.op.max(q, axis=-1, keepdims=True), q))  # 0..255
+    e = bb.emit(relax.op.take(_const(layer.table, "float32"), gap, axis=0, mode="clip"))
+    total = bb.emit(relax.op.sum(e, axis=-1, keepdims=True))
+    inverse = bb.emit(relax.op.divide(_const(1.0, "float32"), relax.op.multiply(total, _const(layer.output_scale, "float32"))))
+    p = bb.emit(relax.op.multiply(e, inverse))
+    low = bb.emit(relax.op.floor(p))
+    up = bb.emit(relax.op.astype(relax.op.greater_equal(relax.op.subtract(p, low), _const(0.5, "float32")), "int32"))
+    out = bb.emit(relax.op.add(relax.op.add(relax.op.astype(low, "int32"), up), _const(layer.output_zero_point, "int32")))
+    return bb.emit(relax.op.astype(relax.op.clip(out, QMIN, QMAX), "int8"))
+
+
+def add_layer(other: int, scales, zero_points, output_scale: float, output_zero_point: int, clamp=(QMIN, QMAX)) -> Add:
+    """TFLite's int8 ADD of two inputs with `scales` and `zero_points` (the previous layer's, then `other`'s)."""
+    twice_max = 2 * max(float(s) for s in scales)
+    (m1, m2), (e1, e2) = quantize_multiplier(np.array([float(s) / twice_max for s in scales]))
+    (m,), (e,) = quantize_multiplier(twice_max / ((1 << ADD_LEFT_SHIFT) * output_scale))
+    return Add(other, tuple(int(z) for z in zero_points), (int(m1), int(m2)), (int(e1), int(e2)), int(m), int(e),
+               int(output_zero_point), tuple(int(c) for c in clamp))  # fmt: skip
+
+
+def softmax_layer(input_scale: float, beta: float, output_scale: float, output_zero_point: int) -> Softmax:
+    """TFLite's table: exp(-input_scale * beta * d) for d = 0..255, in float32 as expf computes it."""
+    scale = np.float32(-np.float32(input_scale) * np.float32(beta))
+    table = np.exp((scale * np.arange(256, dtype=np.float32)).astype(np.float64)).astype(np.float32)
+    return Softmax(table, float(output_scale), int(output_zero_point))
+
+
 def mean_pool(size: int, input_scale: float, input_zero_point: int, output_scale: float, output_zero_point: int) -> MeanPool:
     (multiplier,), (exponent,) = quantize_multiplier(input_scale / (size * output_scale))
     return MeanPool(input_zero_point, size, int(multiplier), int(exponent), output_zero_point)
 
 
 def to_relax(model: IntegerModel, dot_product: bool = False) -> tvm.IRModule:
-    """The integer graph as a Relax module: float32 NCHW in, float32 out (a 1-tuple, like the imported models).
+    """The integer graph as a Relax module: float32 in (its input_layout), float32 out (a 1-tuple, like the imported models).
     `dot_product`: the target has x86's u8 x s8 dot product (AVX-512 VNNI); 1x1 convs then take its form."""
     bb = relax.BlockBuilder()
     x = relax.Var(model.input_name, relax.TensorType(list(model.input_shape), "float32"))
@@ -278,10 +360,19 @@ def to_relax(model: IntegerModel, dot_product: bool = False) -> tvm.IRModule:
             if not model.layers or not isinstance(model.layers[0], Conv):
                 raise ValueError("the integer graph starts with a conv")
             layers = pad_channels(model.layers) if dot_product else model.layers
-            quantize = (1.0 / model.input_scale, model.input_zero_point)  # by the first conv, as it reads
-            h = _emit_conv(bb, x, layers[0], dot_product, quantize)
+            quantize = (1.0 / model.input_scale, model.input_zero_point, model.input_layout)  # by the first conv
+            outs = [_emit_conv(bb, x, layers[0], dot_product, quantize)]
             for layer in layers[1:]:
-                h = _emit_conv(bb, h, layer, dot_product) if isinstance(layer, Conv) else _emit_mean(bb, h, layer)
+                h = outs[-1]
+                if isinstance(layer, Conv):
+                    outs.append(_emit_conv(bb, h, layer, dot_product))
+                elif isinstance(layer, Add):
+                    outs.append(_emit_add(bb, h, outs[layer.other], layer))
+                elif isinstance(layer, Softmax):
+                    outs.append(_emit_softmax(bb, h, layer))
+                else:
+                    outs.append(_emit_mean(bb, h, layer))
+            h = outs[-1]
             h = bb.emit(relax.op.astype(h, "float32"))
             h = bb.emit(relax.op.subtract(h, _const(model.output_zero_point, "float32")))
             h = bb.emit(relax.op.multiply(h, _const(model.output_scale, "float32")))

@@ -4,8 +4,9 @@ The stock Relax ONNX frontend imports QuantizeLinear/DequantizeLinear as float m
 Here each Conv/Gemm whose inputs come from DequantizeLinear (int8 activations per tensor, int8 weights per
 output channel with zero point 0, int32 bias) and whose output goes to one QuantizeLinear becomes an int8
 conv with TFLite-style fixed-point requantization; a ReLU that the quantizer folded into the output's range
-is the saturation of that QuantizeLinear. GlobalAveragePool is an integer mean; Flatten/Reshape of a 1x1
-image keep the tensor. Anything else is refused with one line naming the operator and node.
+is the saturation of that QuantizeLinear. An Add of two DequantizeLinear'd layer outputs (MobileNet v2's
+residual) is the integer add; GlobalAveragePool is an integer mean; Flatten/Reshape of a 1x1 image keep the
+tensor. Anything else is refused with one line naming the operator and node.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import MnetError
-from .integer import Conv, IntegerModel, mean_pool, quantize_multiplier
+from .integer import Conv, IntegerModel, add_layer, mean_pool, quantize_multiplier
 
 QDQ = ("QuantizeLinear", "DequantizeLinear")
 
@@ -102,11 +103,13 @@ def from_qdq(model, path, input_name: str, shape) -> IntegerModel:
     result = IntegerModel(input_name, tuple(shape), scale, zp)
     height, width = shape[2], shape[3]
     last_q = users[0]
+    produced = {}  # a layer's QuantizeLinear output -> the layer's index
     for node in model.graph.node:
         if node.op_type in QDQ + ("Constant",):
             continue
-        if node.input[0] != g.consumers[last_q.output[0]][0].output[0]:
-            g.fail(node, "not a chain of layers (each reading the previous one): residual models are not supported yet")
+        sources = [g.dequantized(name, node).input[0] for name in node.input[: 2 if node.op_type == "Add" else 1]]
+        if last_q.output[0] not in sources:
+            g.fail(node, "not a chain of layers (each reading the previous one, an Add also an earlier one)")
         if node.op_type in ("Conv", "Gemm"):
             x_dq = g.dequantized(node.input[0], node)
             x_scale, x_zp = g.qparams(x_dq)
@@ -144,6 +147,14 @@ def from_qdq(model, path, input_name: str, shape) -> IntegerModel:
             result.layers.append(Conv(np.ascontiguousarray(weight), bias, strides, padding, groups, x_zp,
                                       multiplier.astype(np.int32), exponent, y_zp, (-128, 127)))  # fmt: skip
             last_q = out_q
+        elif node.op_type == "Add":
+            other = next((s for s in sources if s != last_q.output[0]), None)
+            if other not in produced or len(sources) != 2:
+                g.fail(node, "an Add must add the previous layer's output to an earlier layer's")
+            out_q = g.output_q(node)
+            current, earlier = (g.qparams(g.dequantized(node.input[sources.index(s)], node)) for s in (last_q.output[0], other))
+            result.layers.append(add_layer(produced[other], (current[0], earlier[0]), (current[1], earlier[1]), *g.qparams(out_q)))
+            last_q = out_q
         elif node.op_type == "GlobalAveragePool":
             x_scale, x_zp = g.qparams(g.dequantized(node.input[0], node))
             out_q = g.output_q(node)
@@ -158,6 +169,7 @@ def from_qdq(model, path, input_name: str, shape) -> IntegerModel:
             last_q = out_q
         else:
             g.fail(node, f"operator {node.op_type} is not supported in a QDQ model yet")
+        produced[last_q.output[0]] = len(result.layers) - 1
     final = g.consumers.get(last_q.output[0], [])
     if len(final) != 1 or final[0].op_type != "DequantizeLinear" or final[0].output[0] != out_name:
         raise MnetError(f"{path}: QDQ model: the output must be the DequantizeLinear of the last layer")

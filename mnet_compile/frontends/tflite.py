@@ -1,4 +1,4 @@
-"""TFLite -> Relax (relax.frontend.tflite.from_tflite), kept NHWC as the file is."""
+"""TFLite -> Relax (relax.frontend.tflite.from_tflite), kept NHWC as the file is; full-integer files -> tflite_int8."""
 
 from __future__ import annotations
 
@@ -96,6 +96,19 @@ def from_tflite(path, input_shape=None) -> tuple[tvm.IRModule, ModelInput]:
         raise MnetError(f"{path}: truncated or damaged TFLite file ({first_line(exc)})") from None
     check_input_count(path, names)
     shape = fix_shape(path, names[0], shapes[0], input_shape, "tflite")
+    from .tflite_int8 import from_tflite_int8, is_integer
+
+    if is_integer(model):  # full-integer: the integer graph, not the stock frontend
+        from .integer import Softmax, to_relax
+
+        if len(shape) != 4:
+            raise MnetError(f"{path}: int8 TFLite: expected an NHWC image input, got {shape}")
+        integer = from_tflite_int8(model, path, names[0], shape)
+        info = ModelInput(names[0], shape, "float32", "NHWC", "tflite", preprocessing=dict(INCEPTION), integer=integer)
+        info.output_kind = "probabilities" if isinstance(integer.layers[-1], Softmax) else "logits"
+        mod = to_relax(integer)
+        info.output_shape = output_shape(mod, path)
+        return mod, info
     converter = _tflite_converter()
     converter.path = str(path)
     from tvm.relax.frontend.tflite import from_tflite as relax_from_tflite

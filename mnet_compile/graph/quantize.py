@@ -3,9 +3,10 @@
     int8_mod, model = quantize_int8(optimized_fp32_mod, calibration_inputs)
 
 The fp32 module (`passes.optimize` output without channel padding: NHWC convs with HWIO constant weights,
-BatchNorm folded) is read as a chain of layers: conv2d + bias + ReLU/ReLU6, a global mean, the classifier
-matmul + bias. The chain runs in numpy float32 on the calibration inputs; each activation's min/max (0
-included) gives its scale and zero point. Models with any other operator (residual adds: MobileNet v2/v3)
+BatchNorm folded) is read as a chain of layers: conv2d + bias + ReLU/ReLU6, residual adds (MobileNet v2), a
+global mean, the classifier matmul + bias; each layer reads the previous one's output (an add also an earlier
+one's). The chain runs in numpy float32 on the calibration inputs; each activation's min/max (0 included)
+gives its scale and zero point. Models with any other operator (MobileNet v3's hardswish, squeeze-excitation)
 are refused with one line.
 """
 
@@ -19,7 +20,7 @@ from tvm import relax
 from tvm.ir.expr import GenericConst, Var
 
 from ..errors import MnetError
-from ..frontends.integer import QMAX, QMIN, Conv, IntegerModel, mean_pool, quantize_multiplier, to_relax
+from ..frontends.integer import QMAX, QMIN, Conv, IntegerModel, add_layer, mean_pool, quantize_multiplier, to_relax
 
 
 
@@ -37,6 +38,11 @@ class _Pool:
     pass
 
 
+@dataclass
+class FloatAdd:
+    other: int  # the layer whose output is added to the previous layer's
+
+
 def _const(expr, bindings):
     expr = bindings.get(expr, expr) if isinstance(expr, Var) else expr
     return expr.value.numpy() if isinstance(expr, GenericConst) else None
@@ -47,6 +53,8 @@ def float_layers(mod: tvm.IRModule) -> list:
     func = mod["main"]
     bindings = {b.var: b.value for block in func.body.blocks for b in block.bindings}
     layers = []
+    source = {func.params[0]: -1}  # var -> index of the layer whose output it is (-1: the input)
+    layout = {func.params[0]: "NCHW"}  # var -> its layout (the clips and the pool may run in NCHW)
     for block in func.body.blocks:
         for binding in block.bindings:
             value = binding.value
@@ -54,6 +62,10 @@ def float_layers(mod: tvm.IRModule) -> list:
                 continue
             name, args = value.op.name, value.args
             last = layers[-1] if layers else None
+            inputs = [source[a] for a in args if isinstance(a, Var) and a in source]
+            in_layout = next((layout[a] for a in args if isinstance(a, Var) and a in layout), "NHWC")
+            if name not in ("relax.add",) and inputs and inputs[0] != len(layers) - 1:
+                raise MnetError(f"--quantize int8: {name.removeprefix('relax.')} does not read the previous layer's output")
             if name == "relax.nn.conv2d":
                 a = value.attrs
                 weight = _const(args[1], bindings)
@@ -68,22 +80,31 @@ def float_layers(mod: tvm.IRModule) -> list:
                     raise MnetError("--quantize int8: a matmul without constant 2-D weights")
                 layers.append(FloatConv(weight.reshape(1, 1, *weight.shape), np.zeros(weight.shape[1], np.float32),
                                         (1, 1), (0, 0, 0, 0), 1))  # fmt: skip
+            elif name == "relax.add" and len(inputs) == 2:  # a residual add of two layer outputs
+                if len(layers) - 1 not in inputs or min(inputs) < 0 or inputs[0] == inputs[1]:
+                    raise MnetError("--quantize int8: a residual add must add the previous layer's output to an earlier one")
+                layers.append(FloatAdd(min(inputs)))
             elif name == "relax.add" and isinstance(last, FloatConv) and last.activation is None:
                 bias = next((c for c in (_const(args[0], bindings), _const(args[1], bindings)) if c is not None), None)
-                if bias is None or bias.size != last.bias.size:
-                    raise MnetError("--quantize int8: an add that is no bias (residual connections are not supported yet)")
+                if bias is None or bias.size != last.bias.size or inputs != [len(layers) - 1]:
+                    raise MnetError("--quantize int8: an add that is neither a bias nor a residual connection")
                 last.bias = last.bias + bias.reshape(-1)
             elif name == "relax.nn.relu" and isinstance(last, FloatConv):
                 last.activation = (0.0, np.inf)
             elif name == "relax.clip" and isinstance(last, FloatConv):
                 last.activation = (float(args[1].value), float(args[2].value))
-            elif name == "relax.mean" and [int(x) for x in value.attrs.axis] == [1, 2]:
+            elif name == "relax.mean" and [int(x) for x in value.attrs.axis] == ([1, 2] if in_layout == "NHWC" else [2, 3]):
                 layers.append(_Pool())
             elif name in ("relax.permute_dims", "relax.reshape"):
-                continue  # the input's NCHW -> NHWC, the flatten before the classifier (1x1 spatial)
+                pass  # the input's NCHW -> NHWC, the flatten before the classifier (1x1 spatial)
             else:
-                raise MnetError(f"--quantize int8 supports conv/ReLU/pool/classifier chains (MobileNet v1); "
-                                f"this model has {name.removeprefix('relax.')}")
+                raise MnetError(f"--quantize int8 supports conv/ReLU/residual add/pool/classifier chains (MobileNet "
+                                f"v1, v2); this model has {name.removeprefix('relax.')}")
+            source[binding.var] = len(layers) - 1
+            layout[binding.var] = in_layout
+            if name == "relax.permute_dims":
+                axes = [int(a) for a in value.attrs.axes]
+                layout[binding.var] = {(0, 2, 3, 1): "NHWC", (0, 3, 1, 2): "NCHW"}.get(tuple(axes), "other")
     if not layers or not isinstance(layers[-1], FloatConv):
         raise MnetError("--quantize int8: the model does not end in a classifier")
     return layers
@@ -120,6 +141,8 @@ def run_float(layers: list, x_nchw: np.ndarray) -> list[np.ndarray]:
     for layer in layers:
         if isinstance(layer, _Pool):
             h = h.mean(axis=(1, 2), keepdims=True)
+        elif isinstance(layer, FloatAdd):
+            h = h + outs[layer.other + 1]
         else:
             h = conv_nhwc(_pad(h, layer.padding, 0.0), layer.weight, layer.strides, layer.groups) + layer.bias
             if layer.activation is not None:
@@ -163,11 +186,19 @@ def quantize_layers(layers: list, inputs: list[np.ndarray], input_name: str, out
     ranges, shapes = _ranges(layers, inputs)
     scale, zp = activation_params(*ranges[0])
     model = IntegerModel(input_name, tuple(inputs[0].shape), scale, zp, output_shape=tuple(output_shape))
+    params = []  # every layer's output (scale, zero point)
     for layer, (low, high), shape in zip(layers, ranges[1:], shapes):  # shape: the layer's input
         if isinstance(layer, _Pool):  # the mean stays within its input's range: same scale and zero point
             model.layers.append(mean_pool(shape[1] * shape[2], scale, zp, scale, zp))
+            params.append((scale, zp))
             continue
         out_scale, out_zp = activation_params(low, high)
+        if isinstance(layer, FloatAdd):
+            other = params[layer.other]
+            model.layers.append(add_layer(layer.other, (scale, other[0]), (zp, other[1]), out_scale, out_zp))
+            scale, zp = out_scale, out_zp
+            params.append((scale, zp))
+            continue
         w = layer.weight.astype(np.float64)
         w_scale = np.abs(w).max(axis=(0, 1, 2)) / QMAX
         w_scale[w_scale == 0] = 1.0
@@ -181,6 +212,7 @@ def quantize_layers(layers: list, inputs: list[np.ndarray], input_name: str, out
                  exponent, out_zp, _clamp(layer.activation, out_scale, out_zp))
         )  # fmt: skip
         scale, zp = out_scale, out_zp
+        params.append((scale, zp))
     model.output_scale, model.output_zero_point = scale, zp
     return model
 

@@ -2,6 +2,8 @@
 
 import numpy as np
 import onnxruntime as ort
+import pytest
+import torch
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
 from mnet_compile.calibration import seeded_image
@@ -15,9 +17,9 @@ RESOLUTION = 128
 
 
 class _Images(CalibrationDataReader):
-    def __init__(self, count=4):
+    def __init__(self, count=4, resolution=RESOLUTION):
         rng = np.random.default_rng(0)
-        self.inputs = iter([{"image": rng.standard_normal((1, 3, RESOLUTION, RESOLUTION)).astype(np.float32)} for _ in range(count)])
+        self.inputs = iter([{"image": rng.standard_normal((1, 3, resolution, resolution)).astype(np.float32)} for _ in range(count)])
 
     def get_next(self):
         return next(self.inputs, None)
@@ -57,3 +59,56 @@ def test_uint8_activations_are_refused(capsys, tmp_path):
     path = _qdq(tmp_path, QuantType.QUInt8)
     code, _, err = run_cli(capsys, "--from", path, "--output", tmp_path / "art")
     assert code == 1 and "activations must be int8" in error_line(err) and not (tmp_path / "art").exists()
+
+
+class _Residual(torch.nn.Module):
+    """conv -> ReLU6 -> (+ its 1x1 conv) -> global pool -> linear: a residual Add in a few small kernels."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem, self.branch = torch.nn.Conv2d(3, 16, 3, 2, 1), torch.nn.Conv2d(16, 16, 1)
+        self.fc = torch.nn.Linear(16, 10)
+
+    def forward(self, x):
+        y = torch.clamp(self.stem(x), 0, 6)
+        y = y + self.branch(y)
+        return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(y, 1), 1))
+
+
+def _compare_with_ort(capsys, tmp_path, model, resolution, count):
+    """(share of int8 outputs identical to ORT's, max difference in levels, top-1 all equal)."""
+    fp32 = export_onnx(model.eval(), tmp_path / "fp32.onnx", resolution)
+    path = tmp_path / "qdq.onnx"
+    images = _Images(resolution=resolution)
+    quantize_static(str(fp32), str(path), images, quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)  # fmt: skip
+    manifest = compile_file(capsys, path, tmp_path / "art")
+    loaded = runtime.load(tmp_path / "art")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    scale, zero_point = manifest["quantization"]["output"]["scale"], manifest["quantization"]["output"]["zero_point"]
+    rng = np.random.default_rng(1)
+    diffs, same_top = [], True
+    for i in range(count):
+        x = runtime.preprocess(seeded_image(rng), manifest) if i % 2 == 0 else rng.standard_normal(loaded.input_shape).astype(np.float32)
+        ours, theirs = loaded(x), session.run(None, {"image": x})[0]
+        levels = [np.round(v / np.float32(scale)).astype(np.int64) + zero_point for v in (ours, theirs)]
+        diffs.append(np.abs(levels[0] - levels[1]).ravel())
+        same_top &= bool(ours.argmax() == theirs.argmax())
+    diffs = np.concatenate(diffs)
+    return float((diffs == 0).mean()), int(diffs.max()), same_top
+
+
+def test_qdq_residual_add_matches_onnxruntime(capsys, tmp_path):
+    """A QDQ Add of two layer outputs (ORT runs it as QLinearAdd) is the integer graph's residual add: 8 inputs,
+    every output within one level of ORT's, at least 90% identical (100% here)."""
+    exact, worst, same_top = _compare_with_ort(capsys, tmp_path, _Residual(), 32, 8)
+    assert worst <= 1 and exact >= 0.9 and same_top
+
+
+@pytest.mark.slow
+def test_qdq_mobilenet_v2_matches_onnxruntime(capsys, tmp_path):
+    """MobileNet v2 0.35-64 through quantize_static (10 residual Adds): 8 inputs, within one level of ORT,
+    at least 90% identical (100% when measured)."""
+    exact, worst, same_top = _compare_with_ort(capsys, tmp_path, create_model("mobilenet_v2", 0.35, seed=0), 64, 8)
+    assert worst <= 1 and exact >= 0.9 and same_top
