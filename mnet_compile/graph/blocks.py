@@ -10,8 +10,8 @@ AVX-512 (1.0-224, 2 threads):
   of 28 rows or more, 1.0-1.8x at 14 and 7 rows;
 - in the whole model, fused default against the shipped tuned records of the separate kernels: 0.74-0.93x
   for the stride-1 blocks of 28-112 rows, 1.11x for the two stride-2 ones (112->56, 56->28).
-Hence only stride-1 blocks with at least `MIN_ROWS` output rows are fused. In whole-model runs against
-the tuned records of the separate kernels it did not pay (README), so it is opt-in: `--fuse-blocks`.
+Hence only stride-1 blocks with at least `MIN_ROWS` output rows are fused. Whole-model runs against the
+tuned records of the separate kernels showed no gain yet (README), so it is opt-in: `--fuse-blocks`.
 """
 
 from __future__ import annotations
