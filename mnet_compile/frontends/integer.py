@@ -206,17 +206,19 @@ def conv_te(x: te.Tensor, w: te.Tensor, strides, padding, groups: int, zero_poin
     return te.compute(out_shape, body, name="group_conv2d_nhwc" if depthwise else "conv2d_nhwc")
 
 
-DOT_LANES, DOT_DEPTH = 16, 4  # x86 vpdpbusd (zmm): 16 int32 lanes, each the sum of 4 u8 x s8 products
+DOT_LANES, DOT_DEPTH = 16, 4  # a 16 x 4 weight block: 16 int32 lanes, each the sum of 4 int8 products
+DOT_FORMS = {"u8i8": "uint8", "i8i8": "int8"}  # operand form -> the data's dtype
 
 
 def packable(layer: Conv) -> bool:
-    """A dense conv that runs as a u8 x s8 dot product over packed weights (`conv_u8i8_te`)."""
+    """A dense conv that runs as a dot product over packed weights (`conv_dot_te`)."""
     return layer.groups == 1 and layer.weight.shape[3] % DOT_LANES == 0
 
 
 def pack_weight(weight: np.ndarray) -> np.ndarray:
     """HWIO (kh, kw, Cin, Cout) -> (Cout/16, kh*kw*Cin4/4, 16, 4), Cin4 = Cin rounded up to 4 (zero
-    weights): each 16x4 block is one vpdpbusd operand, 4 input channels of one tap."""
+    weights): each 16x4 block is one zmm vpdpbusd operand, two ymm ones, or four 4x4 sdot operands (16
+    bytes each), 4 input channels of one tap."""
     kh, kw, cin, cout = weight.shape
     cin4 = -(-cin // DOT_DEPTH) * DOT_DEPTH
     w = np.zeros((kh, kw, cin4, cout), weight.dtype)
@@ -225,20 +227,27 @@ def pack_weight(weight: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(w.transpose(2, 0, 3, 1))
 
 
-def conv_u8i8_te(x: te.Tensor, packed: te.Tensor, kernel, strides, padding, zero_point: int, quantize=None) -> te.Tensor:
-    """A dense conv as u8 x s8 dot products: the int8 input + 128 as uint8 (padded with the zero point,
-    its channels with zeros up to a multiple of 4) times packed int8 weights, int32 sums (the +128 is
-    corrected in the bias): the operand types of x86's vpdpbusd, as oneDNN and XNNPACK do it."""
+def data_offset(form: str) -> int:
+    """What the data of a dot-product conv adds to the int8 input: 128 for u8 x s8 (x86's vpdpbusd), 0 for s8 x s8."""
+    return 128 if form == "u8i8" else 0
+
+
+def conv_dot_te(x: te.Tensor, packed: te.Tensor, kernel, strides, padding, zero_point: int, form: str, quantize=None) -> te.Tensor:
+    """A dense conv as int8 dot products over packed weights, int32 sums. `form` "u8i8": the int8 input +
+    128 as uint8 times int8 weights, the operand types of x86's vpdpbusd as oneDNN and XNNPACK do it (the
+    +128 is corrected in the bias); "i8i8": the int8 input as it is (ARM's sdot, widening multiplies). The
+    data block pads the input with the zero point and its channels with zeros up to a multiple of 4."""
     read, shape = _padded(*_reader(x, quantize), padding, zero_point)
     kh, kw = kernel
     (sh, sw), cin = strides, shape[3]
     cin4 = -(-cin // DOT_DEPTH) * DOT_DEPTH
+    dtype, offset = DOT_FORMS[form], data_offset(form)
 
     def shifted(b, y, xx, c):
-        value = (read(b, y, xx, c).astype("int32") + 128).astype("uint8")
-        return value if cin4 == cin else tirx.if_then_else(c < cin, value, tirx.const(128, "uint8"))
+        value = read(b, y, xx, c) if not offset else (read(b, y, xx, c).astype("int32") + offset).astype(dtype)
+        return value if cin4 == cin else tirx.if_then_else(c < cin, value, tirx.const(offset, dtype))
 
-    data = te.compute((*shape[:3], cin4), shifted, name="data_u8")
+    data = te.compute((*shape[:3], cin4), shifted, name="data_u8" if offset else "data_i8")
     out = (shape[0], (shape[1] - kh) // sh + 1, (shape[2] - kw) // sw + 1, int(packed.shape[0]) * DOT_LANES)
     ry, rx, rc = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx"), te.reduce_axis((0, cin4), "rc")
 
@@ -247,7 +256,7 @@ def conv_u8i8_te(x: te.Tensor, packed: te.Tensor, kernel, strides, padding, zero
         w = packed[c // DOT_LANES, k // DOT_DEPTH, c % DOT_LANES, rc % DOT_DEPTH]
         return te.sum(data[b, y * sh + ry, xx * sw + rx, rc].astype("int32") * w.astype("int32"), axis=[ry, rx, rc])
 
-    return te.compute(out, body, name="conv2d_nhwc_u8i8")
+    return te.compute(out, body, name=f"conv2d_nhwc_{form}")
 
 
 def pad_channels(layers: list, lanes: int = DOT_LANES) -> list:
@@ -277,14 +286,14 @@ def pad_channels(layers: list, lanes: int = DOT_LANES) -> list:
     return out
 
 
-def _emit_conv(bb, x, layer: Conv, dot_product: bool = False, quantize=None) -> relax.Var:
+def _emit_conv(bb, x, layer: Conv, dot_product: str | None = None, quantize=None) -> relax.Var:
     """The conv, its bias and requantization; `quantize`: x is the float model input, quantized as read."""
     data_zero_point = layer.input_zero_point
     if dot_product and packable(layer):
-        args = (layer.weight.shape[:2], layer.strides, layer.padding, layer.input_zero_point, quantize)
+        args = (layer.weight.shape[:2], layer.strides, layer.padding, layer.input_zero_point, dot_product, quantize)
         packed = _const(pack_weight(layer.weight), "int8")
-        acc = bb.emit_te(lambda a, b: conv_u8i8_te(a, b, *args), x, packed, primfunc_name_hint="conv_u8i8")
-        data_zero_point += 128
+        acc = bb.emit_te(lambda a, b: conv_dot_te(a, b, *args), x, packed, primfunc_name_hint=f"conv_{dot_product}")
+        data_zero_point += data_offset(dot_product)
     elif any(layer.padding) or quantize is not None:  # padded with the zero point, inside the conv's kernel
         args = (layer.strides, layer.padding, layer.groups, layer.input_zero_point, quantize)
         acc = bb.emit_te(lambda a, b: conv_te(a, b, *args), x, _const(layer.weight, "int8"), primfunc_name_hint="conv2d_int8")
@@ -350,9 +359,10 @@ def mean_pool(size: int, input_scale: float, input_zero_point: int, output_scale
     return MeanPool(input_zero_point, size, int(multiplier), int(exponent), output_zero_point)
 
 
-def to_relax(model: IntegerModel, dot_product: bool = False) -> tvm.IRModule:
+def to_relax(model: IntegerModel, dot_product: str | None = None) -> tvm.IRModule:
     """The integer graph as a Relax module: float32 in (its input_layout), float32 out (a 1-tuple, like the imported models).
-    `dot_product`: the target has x86's u8 x s8 dot product (AVX-512 VNNI); 1x1 convs then take its form."""
+    `dot_product`: the operand form of the target's int8 dot-product kernels (a DOT_FORMS key, from
+    schedule.rules.int8.dot_form); the dense convs then take it, their channels padded to 16."""
     bb = relax.BlockBuilder()
     x = relax.Var(model.input_name, relax.TensorType(list(model.input_shape), "float32"))
     with bb.function("main", [x]):

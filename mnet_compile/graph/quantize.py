@@ -217,9 +217,9 @@ def quantize_layers(layers: list, inputs: list[np.ndarray], input_name: str, out
     return model
 
 
-def quantize_int8(mod: tvm.IRModule, inputs: list[np.ndarray], dot_product: bool = False) -> tuple[tvm.IRModule, IntegerModel]:
+def quantize_int8(mod: tvm.IRModule, inputs: list[np.ndarray], dot_product: str | None = None) -> tuple[tvm.IRModule, IntegerModel]:
     """The int8 Relax module of an optimized fp32 module, and its integer model (for the manifest, tests);
-    `dot_product`: 1x1 convs in the form of x86's u8 x s8 dot product (frontends.integer.to_relax)."""
+    `dot_product`: the dense convs in that dot-product form (frontends.integer.to_relax)."""
     func = mod["main"]
     params = func.params
     if len(params) != 1:

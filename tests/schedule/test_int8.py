@@ -1,36 +1,44 @@
-"""The int8 dense convs on AVX-512 VNNI: u8 x s8 over packed weights, tensorized to vpdpbusd (no timing)."""
+"""The int8 dense convs as dot-product microkernels per ISA family: the target's family, its tensorized
+instruction in the code, and exact results where this machine can run the code (no timing)."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 import tvm
+from tvm import relax
 
+from mnet_compile.export.executable import compile_executable
 from mnet_compile.frontends.integer import Conv, IntegerModel, pack_weight, to_relax
 from mnet_compile.graph.passes import fuse
+from mnet_compile.graph.quantize import FloatConv, _Pool, quantize_layers
 from mnet_compile.schedule.rules import default_schedule
-from mnet_compile.schedule.rules.int8 import RULE, blocking, has_vnni
+from mnet_compile.schedule.rules.int8 import DOT_ISAS, blocking, dot_form, dot_isa
 from mnet_compile.schedule.tunable import tunable_kernels
+from mnet_compile.targets import load_preset
 
 from ..emulation import count_instructions
+from ..graph.test_quantize import integer_reference
 
 VNNI = tvm.target.Target({"kind": "llvm", "mcpu": "cascadelake", "num-cores": 2})
 AVX512 = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
+X86 = {"x86-avx512-vnni": "cascadelake", "x86-avx-vnni": "alderlake", "x86-avx2": "znver3"}
+# family -> (a CPU of it, a regex of the tensorized instruction in its assembly, one that must be absent)
+INSTRUCTIONS = {
+    "x86-avx512-vnni": ("cascadelake", r"\svpdpbusd\s.*zmm", r"\{vex\}"),
+    "x86-avx-vnni": ("alderlake", r"\{vex\}\s+vpdpbusd\s.*ymm", r"zmm"),
+    "x86-avx2": ("znver3", r"\svpmaddwd\s.*ymm", r"vpdpbusd"),
+    "arm-sdot": ("cortex-a76", r"\ssdot\s+v\d+\.4s", r"\ssaddlp\s"),
+    "arm-neon": ("cortex-a72", r"\ssmull2?\s+v\d+\.8h", r"\ssdot\s"),
+}
 
 
-def _model() -> IntegerModel:
-    """A 1x1 conv (16 -> 32 channels) on an 8x8 int8 image: the kernel the VNNI rule schedules."""
-    rng = np.random.default_rng(0)
-    conv = Conv(rng.integers(-127, 128, (1, 1, 16, 32)).astype(np.int8), rng.integers(-999, 999, 32).astype(np.int32),
-                (1, 1), (0, 0, 0, 0), 1, -128, np.full(32, 1 << 30, np.int32), np.full(32, -6), -128, (-128, 127))  # fmt: skip
-    return IntegerModel("x", (1, 16, 8, 8), 0.05, 3, [conv], 0.1, -128, (1, 8, 8, 32))
-
-
-def test_vnni_is_a_cpu_feature():
-    assert has_vnni(VNNI) and not has_vnni(AVX512)
-    assert not has_vnni(tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a76"}))
+def _target(cpu: str) -> tvm.target.Target:
+    arm = cpu.startswith("cortex")
+    return tvm.target.Target({"kind": "llvm", "mcpu": cpu, "num-cores": 2, **({"mtriple": "aarch64-linux-gnu"} if arm else {})})
 
 
 def test_packed_weight_blocks_are_vpdpbusd_operands():
@@ -42,27 +50,108 @@ def test_packed_weight_blocks_are_vpdpbusd_operands():
     assert stem.shape == (1, 9, 16, 4) and not stem[0, :, :, 3].any() and stem.sum() == 27 * 16
 
 
-def test_the_rule_tensorizes_the_1x1_conv():
-    fused = fuse(to_relax(_model(), dot_product=True))
-    _, found = tunable_kernels(fused, VNNI)
-    kernels = [kmod for _, func, kmod in found if RULE in func.script()]
+def _model() -> IntegerModel:
+    """A 1x1 conv (16 -> 32 channels) on an 8x8 int8 image: the kernel the dot-product rules schedule."""
+    rng = np.random.default_rng(0)
+    conv = Conv(rng.integers(-127, 128, (1, 1, 16, 32)).astype(np.int8), rng.integers(-999, 999, 32).astype(np.int32),
+                (1, 1), (0, 0, 0, 0), 1, -128, np.full(32, 1 << 30, np.int32), np.full(32, -6), -128, (-128, 127))  # fmt: skip
+    return IntegerModel("x", (1, 16, 8, 8), 0.05, 3, [conv], 0.1, -128, (1, 8, 8, 32))
+
+
+def _chain() -> IntegerModel:
+    """A small MobileNet-like chain quantized from random float weights: a padded stride-2 stem that
+    quantizes the input, depthwise convs, 1x1 convs (24 channels: padded to 32), the mean, a 10-class head."""
+    rng = np.random.default_rng(1)
+
+    def conv(kh, cin, cout, stride=1, groups=1, relu=True):
+        pad = (0, 0, 1, 1) if stride == 2 else ((1, 1, 1, 1) if kh == 3 else (0, 0, 0, 0))
+        weight = (rng.standard_normal((kh, kh, cin // groups, cout)) * 0.4).astype(np.float32)
+        bias = (rng.standard_normal(cout) * 0.1).astype(np.float32)
+        return FloatConv(weight, bias, (stride, stride), pad, groups, (0.0, 6.0) if relu else None)
+
+    layers = [conv(3, 3, 8, 2), conv(3, 8, 8, groups=8), conv(1, 8, 24), conv(3, 24, 24, 2, groups=24), conv(1, 24, 32),
+              _Pool(), conv(1, 32, 10, relu=False)]  # fmt: skip
+    inputs = [rng.standard_normal((1, 3, 16, 16)).astype(np.float32) for _ in range(4)]
+    return quantize_layers(layers, inputs, "x", (1, 10))
+
+
+def _asm(kmod: tvm.IRModule, target: tvm.target.Target) -> str:
+    sch = default_schedule(kmod, target)
+    with target:
+        return tvm.compile(sch.mod, target=target).mod.inspect_source("asm")
+
+
+def test_each_target_gets_its_dot_product_family():
+    families = {name: dot_isa(load_preset(name).tvm).name for name in
+                ("rpi5", "jetson-orin-cpu", "rpi4", "rpi3", "jetson-xavier", "jetson-nano", "arm_cpu")}  # fmt: skip
+    assert families == {"rpi5": "arm-sdot", "jetson-orin-cpu": "arm-sdot", "rpi4": "arm-neon", "rpi3": "arm-neon",
+                        "jetson-xavier": "arm-neon", "jetson-nano": "arm-neon", "arm_cpu": "arm-neon"}  # fmt: skip
+    assert [dot_isa(_target(cpu)).name for cpu in X86.values()] == list(X86)
+    assert dot_isa(AVX512).name == "x86-avx2"  # AVX-512 without VNNI: the AVX2 kernel
+    assert dot_form(tvm.target.Target({"kind": "llvm", "mcpu": "core2"})) is None
+    assert dot_form(load_preset("rpi-armv7").tvm) is None and dot_form(load_preset("cuda").tvm) is None
+    assert [dot_form(_target(cpu)) for cpu in ("cascadelake", "alderlake", "znver3", "cortex-a76")] == ["u8i8", "u8i8", "i8i8", "i8i8"]
+
+
+@pytest.mark.parametrize("family", list(INSTRUCTIONS))
+def test_each_family_tensorizes_to_its_instruction(family):
+    cpu, present, absent = INSTRUCTIONS[family]
+    target = _target(cpu)
+    isa = dot_isa(target)
+    assert isa.name == family
+    _, found = tunable_kernels(fuse(to_relax(_model(), dot_product=isa.form)), target)
+    kernels = [kmod for _, func, kmod in found if isa.rule in func.script()]
     assert len(kernels) == 1
-    text = default_schedule(kernels[0], VNNI).mod.script()
-    assert "llvm.x86.avx512.vpdpbusd.512" in text and "T.parallel" in text
-    plain = fuse(to_relax(_model()))  # without the dot product: no u8 x s8 kernel for the rule
-    assert all(RULE not in func.script() for _, func, _ in tunable_kernels(plain, AVX512)[1])
+    assert "T.parallel" in default_schedule(kernels[0], target).mod.script()
+    lines = _asm(kernels[0], target).splitlines()
+    assert sum(bool(re.search(present, line)) for line in lines) >= 8
+    assert not any(re.search(absent, line) for line in lines)
+    plain = fuse(to_relax(_model()))  # without the dot product: no kernel for the rule
+    assert all(isa.rule not in func.script() for _, func, _ in tunable_kernels(plain, target)[1])
+
+
+def _host_has(feature: str) -> bool:
+    host = tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
+    return bool(tvm.target.codegen.llvm_cpu_has_features(feature, host))
+
+
+@pytest.mark.parametrize("family, feature", [("x86-avx512-vnni", "avx512vnni"), ("x86-avx-vnni", "avxvnni"), ("x86-avx2", "avx2")])
+def test_x86_families_are_exact(family, feature, tmp_path):
+    """Each x86 family's code for the small chain, run here: every int8 logit as the integer reference."""
+    if not _host_has(feature):
+        pytest.skip(f"this machine has no {feature}: the {family} code cannot run here")
+    preset = tmp_path / f"{family}.json"
+    preset.write_text(json.dumps({"description": family, "target": {"kind": "llvm", "mcpu": X86[family], "num-cores": 2},
+                                  "arch": "x86_64", "cc": None}))  # fmt: skip
+    model = _chain()
+    mod = to_relax(model, dot_product=dot_form(load_preset(str(preset)).tvm))
+    executable, stats = compile_executable(mod, load_preset(str(preset)))
+    assert sum(name.startswith("fused_conv_") for name in stats["per_kernel"]) == 3  # the stem and two 1x1 convs
+    vm = relax.VirtualMachine(executable, tvm.cpu())
+    for seed in range(3):
+        x = np.random.default_rng(10 + seed).standard_normal((1, 3, 16, 16)).astype(np.float32) * 2
+        got = vm["main"](tvm.runtime.tensor(x))[0].numpy()
+        levels = np.round(got / np.float32(model.output_scale)).astype(np.int64) + model.output_zero_point
+        np.testing.assert_array_equal(levels, integer_reference(model, x))
 
 
 def test_blocking_fills_the_registers():
-    assert blocking(14, 14, 32, 2) == {"mr": 7, "nr": 4}  # 28 zmm accumulators
-    decided = blocking(1, 1, 62, 2)
+    vnni, sdot, avx2 = DOT_ISAS["x86-avx512-vnni"], DOT_ISAS["arm-sdot"], DOT_ISAS["x86-avx2"]
+    assert blocking(14, 14, 32, 2, vnni) == {"mr": 7, "nr": 4, "tile": 1}  # 28 zmm accumulators
+    decided = blocking(1, 1, 62, 2, vnni)
     assert decided["mr"] == 1 and 62 % decided["nr"] == 0
+    assert blocking(14, 14, 32, 2, sdot) == {"mr": 2, "nr": 2, "tile": 7}  # 16 of 24 q accumulators, whole rows
+    for isa in (sdot, avx2):
+        for h, w, v in ((56, 56, 4), (14, 14, 32), (7, 7, 64), (1, 1, 63), (512, 512, 2)):
+            mr, nr, tile = blocking(h, w, v, 4, isa).values()
+            assert mr * nr * 16 // isa.lanes <= isa.accumulators and w % (mr * tile) == 0 and v % nr == 0
+            assert mr * tile == w or w > isa.tile_pixels
 
 
 def test_the_artifact_holds_vpdpbusd(compiled, tmp_path):
     """On a VNNI host the int8 artifact of the tests (x86 preset) is inspected, elsewhere one built for a
     Cascade Lake preset (not run here): the 1x1 convs are packed u8 x s8 kernels, and the .so has vpdpbusd."""
-    if has_vnni(tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})):
+    if _host_has("avx512vnni"):
         artifact = compiled(0.25, 128, quantize="int8")
     else:
         preset = tmp_path / "vnni.json"

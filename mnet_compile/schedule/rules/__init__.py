@@ -9,14 +9,14 @@ from .fastimport import cpu_tensor_intrinsics_only
 
 cpu_tensor_intrinsics_only()
 
-from . import int8  # noqa: E402  (registers the VNNI rule and its tensor intrinsic)
+from . import int8  # noqa: E402  (registers the int8 dot-product rules and their tensor intrinsics)
 from .annotate import annotate as _annotate_fp32  # noqa: E402
 from .default import default_schedule as _default_fp32  # noqa: E402  (importing conv registers the rules)
 from .isa import isa_for  # noqa: E402
 
 
 def annotate(mod, target):
-    """Every kernel a custom rule handles, annotated with it (fp32 conv rules, the int8 VNNI rule)."""
+    """Every kernel a custom rule handles, annotated with it (fp32 conv rules, the int8 dot-product rules)."""
     return int8.annotate(_annotate_fp32(mod, target), target)
 
 

@@ -1,18 +1,29 @@
-"""The int8 dense convs on x86 AVX-512 VNNI: `vpdpbusd` microkernel (u8 activations x s8 packed weights).
+"""The int8 dense convs as dot-product microkernels, per instruction-set family (`DOT_ISAS`):
 
-The integer graph (frontends/integer.py, `conv_u8i8_te`) gives such a kernel three blocks: `data_u8`
-(the int8 input + 128, zero-point padded, channels padded to 4), `conv2d_nhwc_u8i8` (int32 sums over
-weights packed as (Cout/16, taps*Cin/4, 16, 4)) and the requantization epilogue. The rule: a register block of `mr` pixels of a row x `nr` 16-channel vectors,
-accumulated over the taps and Cin, four channels per `vpdpbusd` (the 16x4 step is tensorized), parallel over
-(channel panel, row, pixel block) tiles; the epilogue per tile, vectorized; the +128 pass vectorized and
-parallel (the 1x1 convs: ~95% of MobileNet's mult-adds; the stem too). The knobs are samples (tunable); `default_schedule` fixes them from the shape.
+- x86-avx512-vnni: `vpdpbusd` on zmm (u8 activations x s8 weights, 16 int32 lanes per instruction);
+- x86-avx-vnni: `{vex} vpdpbusd` on ymm (Alder Lake and later without AVX-512; 8 lanes);
+- x86-avx2: s8 x s8 sign-extended to int16, `vpmaddwd` + `vphaddd` (exact, unlike `vpmaddubsw`, which
+  saturates u8 x s8 pair sums);
+- arm-sdot: `sdot` (ARMv8.2 dot product: Cortex-A76/A78, s8 x s8, 4 lanes);
+- arm-neon: widening `smull` + `saddlp` + `addp` (Cortex-A72/A53, no dot product; TVM's NEON intrinsic).
+
+The integer graph (frontends/integer.py, `conv_dot_te`) gives such a kernel three blocks: the data block
+(`data_u8`: the int8 input + 128, or `data_i8`: as it is; zero-point padded, channels padded to 4),
+`conv2d_nhwc_<form>` (int32 sums over weights packed as (Cout/16, taps*Cin/4, 16, 4)) and the
+requantization epilogue. The rule: a register block of `mr` pixels of a row x `nr` 16-channel vectors,
+accumulated over the taps and Cin, each 16-channel vector as 16/lanes instructions over 4 input channels
+(the lanes x 4 step is tensorized), parallel over (channel panel, row, pixel block) tiles; the epilogue per
+tile, vectorized; the data pass vectorized and parallel. The knobs are samples (tunable); `default_schedule`
+fixes them from the shape and the family's registers.
 
 TVM's own `dot_16x4_vnni` intrinsic calls llvm.x86.avx512.vpdpbusd.512 with i32 vectors, which the LLVM
-of apache-tvm 0.27 rejects (it takes i8 vectors now); this file registers the same description with an
-implementation that passes i8 vectors.
+of apache-tvm 0.27 rejects (it takes i8 vectors now); this file registers the x86 descriptions with
+implementations that pass i8 vectors. TVM's ARM ones (`dot_4x4_i8i8s32_sdot`, `_neon`) work as they are.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import tvm
 from tvm import s_tir, tirx
@@ -22,71 +33,143 @@ from tvm.target import Target, codegen
 
 from .annotate import RULE_KEY, SKIP
 from .default import postprocess
+from .isa import isa_for
 
-BLOCK = "conv2d_nhwc_u8i8"
-RULE = "mnet.conv_u8i8.x86-avx512-vnni"
-INTRIN = "mnet_dot_16x4_u8i8i32_vnni"
-LANES, DEPTH = 16, 4
-MAX_PIXELS, MAX_VECTORS = 28, 4
+LANES, DEPTH = 16, 4  # the packed weight block (frontends.integer.pack_weight)
+MAX_VECTORS = 4  # 16-channel vectors of a register block
+TILE_PIXELS = 128  # pixels of a row a parallel tile may span (its register blocks in turn, then their epilogue)
+
+
+@dataclass(frozen=True)
+class DotIsa:
+    name: str  # the family; the rule is mnet.conv_<form>.<name>
+    form: str  # operands: "u8i8" (int8 input + 128 as uint8) or "i8i8"
+    lanes: int  # int32 lanes of one instruction: the tensorized step is lanes x 4
+    accumulators: int  # vector registers a register block may hold
+    intrin: str
+    tile_pixels: int = TILE_PIXELS  # default pixels of a row per parallel tile (1: one register block)
+
+    @property
+    def rule(self) -> str:
+        return f"mnet.conv_{self.form}.{self.name}"
+
+    @property
+    def block(self) -> str:
+        return f"conv2d_nhwc_{self.form}"
+
+
+def _desc(lanes: int, a_dtype: str):
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((4,), a_dtype, offset_factor=1),
+        B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            for i in T.serial(0, lanes):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    return desc
+
+
+def _vpdpbusd(lanes: int):
+    """C += vpdpbusd(A broadcast, B) on `lanes` int32 lanes (zmm: 16; ymm, AVX-VNNI or AVX-512 VL: 8)."""
+    width = "512" if lanes == 16 else "256"
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            a = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), lanes), dtype=f"int8x{lanes * 4}")
+            C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(f"llvm.x86.avx512.vpdpbusd.{width}"),
+                C.vload([0], dtype=f"int32x{lanes}"),
+                a,
+                B.vload([0, 0], dtype=f"int8x{lanes * 4}"),
+                dtype=f"int32x{lanes}",
+            )
+
+    return impl
 
 
 @T.prim_func(s_tir=True)
-def _dot_desc(
-    A: T.Buffer((4,), "uint8", offset_factor=1),
-    B: T.Buffer((16, 4), "int8", offset_factor=1),
-    C: T.Buffer((16,), "int32", offset_factor=1),
+def _avx2_8x4(
+    A: T.Buffer((4,), "int8", offset_factor=1),
+    B: T.Buffer((8, 4), "int8", offset_factor=1),
+    C: T.Buffer((8,), "int32", offset_factor=1),
 ) -> None:
+    """C[i] += sum_k A[k] * B[i, k], exactly: B's rows (4 bytes each) reordered 0 1 4 5 2 3 6 7 (vpermd),
+    each half sign-extended to 16 int16 (vpmovsxbw), multiplied by A's 4 values and pair-summed (vpmaddwd:
+    rows 0 1 4 5 and 2 3 6 7 as 2 halves each), the halves summed (vphaddd, per 128-bit lane: 0 1 2 3 | 4 5 6 7)."""
     with T.sblock("root"):
-        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-        T.writes(C[0:16])
-        for i in T.serial(0, 16):
-            for k in T.serial(0, 4):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
-
-
-@T.prim_func(s_tir=True)
-def _dot_vnni(
-    A: T.Buffer((4,), "uint8", offset_factor=1),
-    B: T.Buffer((16, 4), "int8", offset_factor=1),
-    C: T.Buffer((16,), "int32", offset_factor=1),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-        T.writes(C[0:16])
-        a = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 16), dtype="int8x64")
-        C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-            C.vload([0], dtype="int32x16"),
-            a,
-            B.vload([0, 0], dtype="int8x64"),
-            dtype="int32x16",
+        T.reads(C[0:8], A[0:4], B[0:8, 0:4])
+        T.writes(C[0:8])
+        a = T.cast(T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), 4), dtype="int8x16"), "int16x16")
+        rows = T.Shuffle([T.reinterpret(B.vload([0, 0], dtype="int8x32"), dtype="int32x8")], [0, 1, 4, 5, 2, 3, 6, 7])
+        b = T.reinterpret(rows, dtype="int8x32")
+        low = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), a,
+                                      T.cast(T.vectorlow(b, dtype="int8x16"), "int16x16"), dtype="int32x8")  # fmt: skip
+        high = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), a,
+                                       T.cast(T.vectorhigh(b, dtype="int8x16"), "int16x16"), dtype="int32x8")  # fmt: skip
+        C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], dtype="int32x8") + T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx2.phadd.d"), low, high, dtype="int32x8"
         )
 
 
-TensorIntrin.register(INTRIN, _dot_desc, _dot_vnni, override=True)
+TensorIntrin.register("mnet_dot_16x4_u8i8i32_vnni", _desc(16, "uint8"), _vpdpbusd(16), override=True)
+TensorIntrin.register("mnet_dot_8x4_u8i8i32_avxvnni", _desc(8, "uint8"), _vpdpbusd(8), override=True)
+TensorIntrin.register("mnet_dot_8x4_i8i8i32_avx2", _desc(8, "int8"), _avx2_8x4, override=True)
+
+DOT_ISAS = {
+    isa.name: isa
+    for isa in (
+        DotIsa("x86-avx512-vnni", "u8i8", 16, 28, "mnet_dot_16x4_u8i8i32_vnni", tile_pixels=1),
+        DotIsa("x86-avx-vnni", "u8i8", 8, 12, "mnet_dot_8x4_u8i8i32_avxvnni"),
+        DotIsa("x86-avx2", "i8i8", 8, 10, "mnet_dot_8x4_i8i8i32_avx2"),
+        DotIsa("arm-sdot", "i8i8", 4, 24, "dot_4x4_i8i8s32_sdot"),
+        DotIsa("arm-neon", "i8i8", 4, 20, "dot_4x4_i8i8s32_neon"),
+    )
+}
+_FEATURES = [("avx512vnni", "x86-avx512-vnni"), ("avxvnni", "x86-avx-vnni"), ("avx2", "x86-avx2")]
 
 
-def has_vnni(target: Target) -> bool:
-    """The target has AVX-512 VNNI (vpdpbusd on zmm)."""
+def dot_isa(target: Target) -> DotIsa | None:
+    """The target's int8 dot-product family (AArch64: sdot with +dotprod, else widening NEON), or None."""
     if target.kind.name != "llvm":
-        return False
+        return None
     try:
-        return bool(codegen.llvm_cpu_has_features("avx512vnni", target))
+        if isa_for(target).name == "arm-neon":
+            return DOT_ISAS["arm-sdot" if codegen.llvm_cpu_has_features("dotprod", target) else "arm-neon"]
+        return next((DOT_ISAS[name] for feature, name in _FEATURES if codegen.llvm_cpu_has_features(feature, target)), None)
     except Exception:  # a target LLVM cannot describe
-        return False
+        return None
 
 
-def annotate_func(func, target: Target):
-    """`func` with the VNNI rule on its u8 x s8 conv block (and SKIP on the others), else `func`."""
+def dot_form(target: Target) -> str | None:
+    """The operand form the integer graph gives the dense convs for `target` (frontends.integer.to_relax)."""
+    isa = dot_isa(target)
+    return isa.form if isa else None
+
+
+def annotate_func(func, isa: DotIsa):
+    """`func` with the family's rule on its dot-product conv block (and SKIP on the others), else `func`."""
     sch = s_tir.Schedule(tvm.IRModule({"main": func}))
     root = sch.get_sblock("root")
     blocks = sch.get_child_blocks(root)
-    if sum(sch.get(b).name_hint == BLOCK for b in blocks) != 1:
+    if sum(sch.get(b).name_hint == isa.block for b in blocks) != 1:
         return func
     for b in blocks:
-        sch.annotate(b, RULE_KEY, RULE if sch.get(b).name_hint == BLOCK else SKIP)
+        sch.annotate(b, RULE_KEY, isa.rule if sch.get(b).name_hint == isa.block else SKIP)
     sch.annotate(root, RULE_KEY, SKIP)
     return sch.mod["main"]
 
@@ -95,21 +178,27 @@ def _divisors(n: int, limit: int) -> list[int]:
     return [d for d in range(1, min(n, limit) + 1) if n % d == 0]
 
 
-def blocking(height: int, width: int, vectors: int, cores: int) -> dict:
-    """`mr` pixels x `nr` vectors of int32 accumulators (28 of 32 zmm at most): the most dot products per
-    load, mr*nr / (mr + nr), with at least 4 tiles per core where the layer has them."""
+def blocking(height: int, width: int, vectors: int, cores: int, isa: DotIsa) -> dict:
+    """`mr` pixels x `nr` 16-channel vectors of int32 accumulators (16/lanes registers per vector, the
+    family's accumulator registers at most): the most instructions per load, r*mr*nr / (mr + r*nr), with
+    at least 4 tiles per core where the layer has them. A parallel tile takes `tile` such blocks of a row
+    (the family's `tile_pixels` at most), so the loop and epilogue overheads of small blocks are shared:
+    on AVX2 (0.25-128 and 1.0-224, one thread) whole rows beat one block per tile by 1.2-1.8x; zmm VNNI's
+    large blocks showed no difference beyond this machine's noise and keep one block per tile."""
+    per_vector = LANES // isa.lanes
     best = None
-    for nr in _divisors(vectors, MAX_VECTORS):
-        for mr in _divisors(width, MAX_PIXELS // nr):
+    for nr in _divisors(vectors, min(MAX_VECTORS, isa.accumulators // per_vector)):
+        for mr in _divisors(width, isa.accumulators // (nr * per_vector)):
             tiles = height * (width // mr) * (vectors // nr)
-            key = (mr * nr / (mr + nr) * min(1.0, tiles / (4 * cores)), nr)
-            if best is None or key > best[0]:
-                best = (key, mr, nr)
-    return {"mr": best[1], "nr": best[2]}
+            score = per_vector * mr * nr / (mr + per_vector * nr) * min(1.0, tiles / (4 * cores))
+            if best is None or (score, nr) > best[0]:
+                best = ((score, nr), mr, nr)
+    mr, nr = best[1:]
+    return {"mr": mr, "nr": nr, "tile": max(_divisors(width // mr, max(1, isa.tile_pixels // mr)))}
 
 
-def conv_u8i8(sch: s_tir.Schedule, conv, decide: dict | None = None) -> list[s_tir.Schedule]:
-    shift = sch.get_producers(conv)[0]
+def conv_dot(sch: s_tir.Schedule, conv, isa: DotIsa, decide: dict | None = None) -> list[s_tir.Schedule]:
+    data = sch.get_producers(conv)[0]
     consumers = sch.get_consumers(conv)
     epi = None
     if consumers:  # the requantization chain, inlined into its last block
@@ -121,14 +210,18 @@ def conv_u8i8(sch: s_tir.Schedule, conv, decide: dict | None = None) -> list[s_t
         epi = cur
     n, h, w, c, *taps, k = sch.get_loops(conv)  # taps: the kernel's rows and columns
     width, vectors = int(sch.get(w).extent), int(sch.get(c).extent) // LANES
-    w0, w1 = sch.split(w, sch.sample_perfect_tile(w, n=2, max_innermost_factor=MAX_PIXELS,
+    w0, w1 = sch.split(w, sch.sample_perfect_tile(w, n=2, max_innermost_factor=isa.accumulators * isa.lanes // LANES,
                                                   decision=decide and [width // decide["mr"], decide["mr"]]))  # fmt: skip
     c0, c1 = sch.split(c, [None, LANES])
     n0, n1 = sch.split(c0, sch.sample_perfect_tile(c0, n=2, max_innermost_factor=MAX_VECTORS,
                                                    decision=decide and [vectors // decide["nr"], decide["nr"]]))  # fmt: skip
+    steps = sch.split(c1, [LANES // isa.lanes, isa.lanes]) if isa.lanes < LANES else [c1]  # instructions per vector
     k0, k1 = sch.split(k, [None, DEPTH])
-    sch.reorder(n, n0, h, w0, *taps, k0, w1, n1, c1, k1)
-    par = sch.fuse(n, n0, h, w0)
+    blocks = width // (decide["mr"] if decide else 1)
+    wa, wb = sch.split(w0, sch.sample_perfect_tile(w0, n=2, max_innermost_factor=TILE_PIXELS,
+                                                   decision=decide and [blocks // decide["tile"], decide["tile"]]))  # fmt: skip
+    sch.reorder(n, n0, h, wa, wb, *taps, k0, w1, n1, *steps, k1)
+    par = sch.fuse(n, n0, h, wa)
     sch.parallel(par)
     if epi is not None:
         sch.reverse_compute_at(epi, par, preserve_unit_loops=True)
@@ -136,14 +229,14 @@ def conv_u8i8(sch: s_tir.Schedule, conv, decide: dict | None = None) -> list[s_t
         sch.vectorize(vec)
     init = sch.decompose_reduction(conv, (taps or [k0])[0])
     sch.vectorize(sch.get_loops(init)[-1])
-    sch.tensorize(c1, INTRIN)
-    sch.unroll(w1)
-    sch.unroll(n1)
-    data = sch.fuse(*sch.get_loops(shift))
-    width = 4 * LANES
-    while int(sch.get(data).extent) % width:
-        width //= 2
-    outer, vec = sch.split(data, [None, width])
+    sch.tensorize(steps[-1], isa.intrin)
+    for loop in (w1, n1, *steps[:-1]):
+        sch.unroll(loop)
+    fused = sch.fuse(*sch.get_loops(data))
+    chunk = 4 * LANES
+    while int(sch.get(fused).extent) % chunk:
+        chunk //= 2
+    outer, vec = sch.split(fused, [None, chunk])
     sch.parallel(outer)
     sch.vectorize(vec)
     return [sch]
@@ -152,32 +245,41 @@ def conv_u8i8(sch: s_tir.Schedule, conv, decide: dict | None = None) -> list[s_t
 def default_schedule(kmod: tvm.IRModule, target: Target) -> s_tir.Schedule | None:
     """The rule's sketch with knobs from `blocking`, postprocessed; None when `kmod` is no such kernel."""
     sch = s_tir.Schedule(kmod)
-    blocks = [b for b in sch.get_child_blocks(sch.get_sblock("root")) if str(sch.get(b).annotations.get(RULE_KEY, "")) == RULE]
+    rules = {isa.rule: isa for isa in DOT_ISAS.values()}
+    blocks = [(b, rules.get(str(sch.get(b).annotations.get(RULE_KEY, "")))) for b in sch.get_child_blocks(sch.get_sblock("root"))]
+    blocks = [(b, isa) for b, isa in blocks if isa is not None]
     if len(blocks) != 1:
         return None
-    out = [int(d) for d in sch.get(blocks[0]).writes[0].source.shape]
+    (block, isa), = blocks
+    out = [int(d) for d in sch.get(block).writes[0].source.shape]
     cores = int(target.attrs.get("num-cores", 1) or 1)
-    (sch,) = conv_u8i8(sch, blocks[0], decide=blocking(out[1], out[2], out[3] // LANES, cores))
+    (sch,) = conv_dot(sch, block, isa, decide=blocking(out[1], out[2], out[3] // LANES, cores, isa))
     if (rejected := postprocess(sch, target)) is not None:
         raise RuntimeError(f"postproc {rejected} rejected the default int8 schedule")
     return sch
 
 
-def _rule(sch, block):
-    return conv_u8i8(sch, block)
+def _register() -> None:
+    for isa in DOT_ISAS.values():
+        def rule(sch, block, _isa=isa):
+            return conv_dot(sch, block, _isa)
+
+        for key in ("cpu", "arm_cpu"):
+            tvm.register_global_func(f"s_tir.meta_schedule.{key}.{isa.rule}", rule, override=True)
 
 
-tvm.register_global_func(f"s_tir.meta_schedule.cpu.{RULE}", _rule, override=True)
+_register()
 
 
 def annotate(mod: tvm.IRModule, target: Target) -> tvm.IRModule:
-    """`mod` with the VNNI rule on every unscheduled u8 x s8 conv kernel (idempotent)."""
-    if not has_vnni(target):
+    """`mod` with the target's dot-product rule on every unscheduled dot-product conv kernel (idempotent)."""
+    isa = dot_isa(target)
+    if isa is None:
         return mod
     updates = {}
     for gv, func in mod.functions.items():
         if isinstance(func, tirx.PrimFunc) and not func.attrs.get("tirx.is_scheduled", False):
-            new = annotate_func(func, target)
+            new = annotate_func(func, isa)
             if not new.same_as(func):
                 updates[gv] = new
     if not updates:
