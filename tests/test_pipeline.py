@@ -41,7 +41,7 @@ def test_blocks_are_fused_when_asked(compiled):
 
 @pytest.mark.parametrize(
     "name,alpha,resolution",
-    [("mobilenet_v2", 1.0, 96), ("mobilenet_v3_small", 1.0, 96),
+    [("mobilenet_v2", 1.0, 96), pytest.param("mobilenet_v3_small", 1.0, 96, marks=pytest.mark.slow),
      pytest.param("mobilenet_v3_large", 1.0, 64, marks=pytest.mark.slow)],
 )
 def test_architecture_matches_pytorch(tmp_path, name, alpha, resolution):

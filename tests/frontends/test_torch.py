@@ -2,6 +2,7 @@
 
 import warnings
 
+import pytest
 import torch
 
 from mnet_compile.device import runtime
@@ -11,6 +12,7 @@ from ..helpers import assert_matches_pytorch, error_line, random_input, run_cli
 from .files import compile_file
 
 
+@pytest.mark.slow
 def test_pt2_dynamic_shape_needs_input_shape(capsys, tmp_path):
     model = create_model(alpha=0.25, seed=4)
     dims = {"x": {2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}}

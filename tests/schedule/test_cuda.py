@@ -20,7 +20,7 @@ SMALL = (0.25, 128)
 
 
 @need("nvcc")
-@pytest.mark.parametrize("name, sm, machine", [("jetson-orin", "sm_87", 183), ("cuda", "sm_80", 62)])
+@pytest.mark.parametrize("name, sm, machine", [pytest.param("jetson-orin", "sm_87", 183, marks=pytest.mark.slow), ("cuda", "sm_80", 62)])
 def test_cuda_artifact_holds_compiled_gpu_code(compiled, name, sm, machine):
     """jetson-orin: sm_87 cubin + PTX with an AArch64 host part (EM_AARCH64); cuda: sm_80 with x86-64 host code."""
     preset = targets.load_preset(name)

@@ -45,7 +45,8 @@ def _rule_kernels(mods, target, rule="mnet.", blocks=False):
     return list(seen.values())
 
 
-@pytest.mark.parametrize("target", [AVX512, AVX2, NEON], ids=["avx512", "avx2", "neon"])
+@pytest.mark.parametrize("target", [AVX512, pytest.param(AVX2, marks=pytest.mark.slow), pytest.param(NEON, marks=pytest.mark.slow)],
+                         ids=["avx512", "avx2", "neon"])
 def test_default_schedule_for_every_paper_layer(paper_modules, target):
     """Every 1x1 and depthwise layer of the 16 paper configurations gets a derived schedule that passes
     MetaSchedule's postprocs (no dynamic loop, parallel/vector rewrite, layout rewrite), deterministically."""
@@ -70,6 +71,7 @@ def test_default_schedule_for_every_paper_block(paper_modules, target=AVX512):
         assert "T.parallel" in text and "T.vectorized" in text
 
 
+@pytest.mark.slow
 def test_default_schedule_for_v2_v3_layers():
     names = ("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large")
     mods = [optimize(from_torch(create_model(n), (1, 3, 224, 224))) for n in names]

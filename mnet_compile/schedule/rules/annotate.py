@@ -1,6 +1,7 @@
-"""Mark the fused kernels that the custom conv rules handle (block annotation "schedule_rule").
+"""Mark the fused kernels that the custom conv rules handle (block annotation "schedule_rule"): a kernel
+with one 1x1 or 3x3 depthwise conv, or a separable block (graph/blocks.py: a depthwise conv feeding a 1x1).
 
-A 1x1 kernel's weight is also marked layout-free, so MetaSchedule's RewriteLayout postproc packs it into
+A 1x1 kernel's (or block's) weight is also marked layout-free, so MetaSchedule's RewriteLayout postproc packs it into
 the panels the schedule reads, and `passes.fold_weight_layouts` does that once, at compile time.
 """
 
