@@ -48,8 +48,8 @@ def _conv_kind(mod: tvm.IRModule, group: relax.Function) -> str | None:
         return None
     if any(_shape(b.var.ty) != out for b in bindings):
         return None
-    names = {str(s.get(b).name_hint) for s in [s_tir.Schedule(tvm.IRModule({"main": mod[calls[0].args[0]]}))]
-             for b in s.get_child_blocks(s.get_sblock("root"))}  # fmt: skip
+    sch = s_tir.Schedule(tvm.IRModule({"main": mod[calls[0].args[0]]}))
+    names = {str(sch.get(block).name_hint) for block in sch.get_child_blocks(sch.get_sblock("root"))}
     if not names & set(_CONV_BLOCKS):
         return None
     if weight[:3] == (3, 3, 1) and weight[3] == x[3] == out[3]:
