@@ -13,7 +13,8 @@ The integer graph (frontends/integer.py, `conv_dot_te`) gives such a kernel thre
 requantization epilogue. The rule: a register block of `mr` pixels of a row x `nr` 16-channel vectors,
 accumulated over the taps and Cin, each 16-channel vector as 16/lanes instructions over 4 input channels
 (the lanes x 4 step is tensorized), parallel over (channel panel, row, pixel block) tiles; the epilogue per
-tile, vectorized; the data pass vectorized and parallel. The knobs are samples (tunable); `default_schedule`
+tile, vectorized; the data pass parallel over rows, each row vectorized (over one flat loop it took 6x as long
+for the stem, whose data pass quantizes the NCHW float input). The knobs are samples (tunable); `default_schedule`
 fixes them from the shape and the family's registers.
 
 TVM's own `dot_16x4_vnni` intrinsic calls llvm.x86.avx512.vpdpbusd.512 with i32 vectors, which the LLVM
@@ -232,13 +233,13 @@ def conv_dot(sch: s_tir.Schedule, conv, isa: DotIsa, decide: dict | None = None)
     sch.tensorize(steps[-1], isa.intrin)
     for loop in (w1, n1, *steps[:-1]):
         sch.unroll(loop)
-    fused = sch.fuse(*sch.get_loops(data))
+    b, y, *row = sch.get_loops(data)  # parallel over rows, each row's pixels x channels vectorized
+    sch.parallel(sch.fuse(b, y))
+    fused = sch.fuse(*row)
     chunk = 4 * LANES
     while int(sch.get(fused).extent) % chunk:
         chunk //= 2
-    outer, vec = sch.split(fused, [None, chunk])
-    sch.parallel(outer)
-    sch.vectorize(vec)
+    sch.vectorize(sch.split(fused, [None, chunk])[1])
     return [sch]
 
 
