@@ -12,7 +12,7 @@ import tvm
 from tvm import relax
 
 from mnet_compile.export.executable import compile_executable
-from mnet_compile.frontends.integer import Conv, IntegerModel, pack_weight, to_relax
+from mnet_compile.frontends.integer import Conv, IntegerModel, exact_float_depthwise, pack_weight, to_relax
 from mnet_compile.graph.passes import fuse
 from mnet_compile.graph.quantize import FloatConv, _Pool, quantize_layers
 from mnet_compile.schedule.rules import default_schedule
@@ -160,3 +160,46 @@ def test_the_artifact_holds_vpdpbusd(compiled, tmp_path):
     per_kernel = json.loads((artifact / "manifest.json").read_text())["schedules"]["per_kernel"]
     assert sum("conv_u8i8" in name for name in per_kernel) >= 8  # distinct 1x1 layer shapes at 0.25-128
     assert count_instructions(artifact / "model.so", r"\svpdpbusd\s", "x86_64") >= 100
+
+
+def _depthwise_only() -> IntegerModel:
+    """One 3x3 depthwise conv (64 channels) with the largest products int8 allows: weights +-127, the input
+    quantized to -128 and 127 (and padded with -128), so a sum reaches 9 * 128 * 127."""
+    signs = np.where(np.arange(9 * 64).reshape(3, 3, 1, 64) % 5 == 0, 127, -127).astype(np.int8)
+    signs[:, :, :, :16] = -127  # a quarter of the channels: every product of a -128 input is +16256
+    conv = Conv(signs, np.zeros(64, np.int32), (1, 1), (1, 1, 1, 1), 64, -128,
+                np.full(64, 1 << 30, np.int32), np.full(64, -11), 0, (-128, 127))  # fmt: skip
+    return IntegerModel("x", (1, 64, 6, 6), 1.0, 0, [conv], 1.0, 0, (1, 6, 6, 64))
+
+
+def test_x86_depthwise_sums_in_float_exactly():
+    """With the u8i8 form (x86 VNNI) a 3x3 depthwise conv multiplies in float32 (FMAs), blocked 1 x w x 1,
+    and still gives every int8 output as the integer reference, at the extremes of the products."""
+    model = _depthwise_only()
+    assert exact_float_depthwise(model.layers[0], "u8i8") and not exact_float_depthwise(model.layers[0], "i8i8")
+    host = tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": 2})
+    for form, fma in (("u8i8", True), ("i8i8", False)):
+        _, found = tunable_kernels(fuse(to_relax(model, dot_product=form)), host)
+        (kmod,) = [kmod for _, func, kmod in found if "group_conv2d_nhwc" in func.script()]
+        weight = re.search(r'\(T\.int64\(3\), T\.int64\(3\), T\.int64\(1\), T\.int64\(64\)\), "(\w+)"', kmod.script())
+        assert weight.group(1) == ("float32" if fma else "int8")
+        if fma:
+            assert "vfmadd" in _asm(kmod, host)
+            assert "in T.unroll(T.int64(6))" in default_schedule(kmod, host).mod.script()  # 6 columns a block
+    vm = relax.VirtualMachine(tvm.compile(to_relax(model, dot_product="u8i8"), target=host), tvm.cpu())
+    for seed in range(3):
+        x = np.random.default_rng(seed).choice([-200.0, 200.0], (1, 64, 6, 6)).astype(np.float32)
+        got = vm["main"](tvm.runtime.tensor(x))[0].numpy()
+        levels = np.round(got / np.float32(model.output_scale)).astype(np.int64) + model.output_zero_point
+        np.testing.assert_array_equal(levels, integer_reference(model, x))
+
+
+def test_data_pass_is_parallel_over_rows():
+    """The dot-product kernel's data pass (the stem's: the float input quantized, padded, channels to 4)
+    runs parallel over its rows, each row one vectorized loop (one flat loop took 6x as long at 0.25-128)."""
+    _, found = tunable_kernels(fuse(to_relax(_chain(), dot_product="u8i8")), VNNI)
+    (stem,) = [kmod for _, func, kmod in found if "data_u8" in func.script() and "float32" in func.script()]
+    script = default_schedule(stem, VNNI).mod.script()
+    data = script[script.index("T.parallel"):script.index('T.sblock("data_u8")')]
+    assert "T.parallel(T.int64(17))" in data  # 17 rows of 17 pixels x 4 channels
+    assert "T.vectorized(T.int64(4))" in data  # 68 per row: its largest power-of-two divisor up to 64
