@@ -218,13 +218,14 @@ def write_tflite(model: nn.Module, resolution: int, path: Path) -> None:
 
 
 def _activation(clamp, scale: float, zero_point: int) -> int:
-    """The fused activation (NONE, RELU, RELU6) whose int8 range TFLite derives as `clamp`."""
+    """The fused activation whose int8 range TFLite derives as `clamp`: RELU, else RELU6, else NONE (the records
+    keep only the range; a ReLU whose zero point is -128 clamps nothing, as NONE)."""
     import tflite as t
 
     from .frontends.tflite_int8 import fused_clamp
 
     codes = t.ActivationFunctionType
-    for code in (codes.NONE, codes.RELU, codes.RELU6):
+    for code in (codes.RELU, codes.RELU6, codes.NONE):
         if fused_clamp(code, scale, zero_point) == tuple(clamp):
             return code
     raise ValueError(f"no TFLite activation clamps to {tuple(clamp)}")
@@ -232,17 +233,19 @@ def _activation(clamp, scale: float, zero_point: int) -> int:
 
 def _weight_scales(layer, in_scale, out_scale) -> np.ndarray:
     """float32 weight scales that reproduce a Conv record's multipliers as closely as float32 scales can: the
-    nearest to in * w / out = M * 2^(e - 31), moved by up to 4 ulps where that makes XNNPACK's requantization
-    scale float32(float32(in * w) / out) the float32 nearest to M * 2^(e - 31)."""
+    nearest to in * w / out = M * 2^(e - 31), moved by up to 4 ulps where that brings XNNPACK's requantization
+    scale float32(float32(in * w) / out) closer to M * 2^(e - 31) in float32 (equal where it can be)."""
     real = layer.multiplier.astype(np.float64) * np.exp2(layer.exponent.astype(np.float64) - 31)
+    target = real.astype(np.float32).view(np.int32).astype(np.int64)  # positive floats order as their bits
     nearest = np.maximum(real * np.float64(out_scale) / np.float64(in_scale), np.finfo(np.float32).tiny).astype(np.float32)
-    best, moved = nearest.copy(), np.full(nearest.shape, 5)
+    best, distance = nearest.copy(), np.full(nearest.shape, np.iinfo(np.int64).max)
     for step in (0, 1, -1, 2, -2, 3, -3, 4, -4):
         candidate = nearest
         for _ in range(abs(step)):
             candidate = np.nextafter(candidate, np.float32(np.inf * step))
-        hits = (candidate * np.float32(in_scale) / np.float32(out_scale) == real.astype(np.float32)) & (moved > abs(step))
-        best[hits], moved[hits] = candidate[hits], abs(step)
+        ulps = np.abs((candidate * np.float32(in_scale) / np.float32(out_scale)).view(np.int32).astype(np.int64) - target)
+        closer = ulps < distance
+        best[closer], distance[closer] = candidate[closer], ulps[closer]
     return best
 
 

@@ -51,8 +51,9 @@ def test_litert_int8_peer_runs_the_int8_tflite(tmp_path):
     np.save(tmp_path / "x.npy", x)
     result = measure_alone("tflite-int8", tmp_path, runs=2, threads=1)
     assert "error" not in result and len(result["times"]) == 2, result
-    expected = (integer_reference(model, x, requantize="float") - np.float32(model.output_zero_point)) * np.float32(model.output_scale)
-    np.testing.assert_allclose(np.array(result["output"], np.float32), expected.astype(np.float32), rtol=0, atol=1e-6)
+    levels = integer_reference(model, x, requantize="float").astype(np.float32)
+    expected = (levels - np.float32(model.output_zero_point)) * np.float32(model.output_scale)
+    np.testing.assert_allclose(np.array(result["output"], np.float32), expected, rtol=0, atol=1e-6)
 
 
 def test_records_reach_our_build(tmp_path, capsys):
