@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 PEERS = ["mnet-compile", "pytorch", "onnxruntime", "openvino", "tflite"]
-# int8 rows on request (--peers): ours (--quantize int8) and ONNX Runtime on its own QDQ model, both
-# calibrated on the same seeded set; checked by top-1 against PyTorch fp32, not by the fp32 tolerance.
-INT8_PEERS = ["mnet-compile-int8", "onnxruntime-int8"]
+# int8 rows on request (--peers): ours (--quantize int8), LiteRT (XNNPACK) on a full-integer .tflite of our
+# int8 model (same records), ONNX Runtime on its own QDQ model (its quantizer, calibrated on the same seeded
+# set); checked by top-1 against PyTorch fp32, not by the fp32 tolerance.
+INT8_PEERS = ["mnet-compile-int8", "tflite-int8", "onnxruntime-int8"]
 BENCH_DIR = "artifacts/bench"
 
 
@@ -78,10 +79,11 @@ def _runner(runtime: str, folder: Path, threads: int):
         )
         request = compiled.create_infer_request()
         return lambda x: request.infer([x])[compiled.output(0)]
-    if runtime == "tflite":
+    if runtime in ("tflite", "tflite-int8"):
         from ai_edge_litert.interpreter import Interpreter
 
-        interpreter = Interpreter(model_path=str(folder / "model.tflite"), num_threads=threads)
+        name = "model.tflite" if runtime == "tflite" else "model_int8.tflite"
+        interpreter = Interpreter(model_path=str(folder / name), num_threads=threads)
         interpreter.allocate_tensors()
         inp = interpreter.get_input_details()[0]["index"]
         out = interpreter.get_output_details()[0]["index"]
@@ -187,8 +189,8 @@ def cpu_description() -> str:
 
 def prepare(alpha: float, resolution: int, folder: Path, tuned: bool, log, int8: bool = False, records=None) -> None:
     """Model files for every peer plus our artifact (built with `records`, a tuning folder, if given), all
-    with the same seeded weights; with `int8` also our int8 artifact and ONNX Runtime's QDQ model,
-    calibrated on the same inputs."""
+    with the same seeded weights; with `int8` also our int8 artifact, the full-integer .tflite of its integer
+    graph, and ONNX Runtime's QDQ model, calibrated on the same inputs."""
     import torch
 
     from .models import create_model
@@ -208,12 +210,14 @@ def prepare(alpha: float, resolution: int, folder: Path, tuned: bool, log, int8:
     compile_model(request, log=log)
     if int8:
         from .calibration import calibration_inputs
-        from .peer_models import write_onnx_qdq
+        from .peer_models import write_onnx_qdq, write_tflite_int8
+        from .pipeline import integer_model
 
         write_onnx_qdq(folder / "model.onnx", folder / "model_int8.onnx", calibration_inputs(None, x.shape)[0])
         request = CompileRequest(alpha=alpha, resolution=resolution, output=str(folder / "artifact_int8"), force=True,
                                  tuned=tuned, quantize="int8")  # fmt: skip
         compile_model(request, log=log)
+        write_tflite_int8(integer_model(request), folder / "model_int8.tflite")
 
 
 def measure_alone(runtime: str, folder: Path, runs: int, threads: int) -> dict:

@@ -247,7 +247,8 @@ def tune(ctx, trials, work_dir, rpc, key, minutes, cold_cache, **options):
 @cli.command()
 @click.option("--configs", default="1.0-224,0.5-224,0.25-224,0.25-128", show_default=True, help="ALPHA-RESOLUTION list.")
 @click.option("--peers", default=",".join(PEERS), show_default=True,
-              help=f"Runtimes to measure; int8 rows on request: {', '.join(INT8_PEERS)}.")
+              help=f"Runtimes to measure; int8 rows on request: {', '.join(INT8_PEERS)} (ours; LiteRT/XNNPACK "
+                   "on a full-integer .tflite of our int8 model; ONNX Runtime on its own QDQ model).")
 @click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=1), help="Interleaved rounds (one process per runtime each).")
 @click.option("--runs", default=50, show_default=True, type=click.IntRange(min=1), help="Timed inferences per process.")
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1), help="Threads for every runtime.")

@@ -185,6 +185,20 @@ def load_model(request: CompileRequest, preset: Preset, step):
     return mod, input_name, info, quantization
 
 
+def integer_model(request: CompileRequest):
+    """The integer graph (frontends/integer.py) that `--quantize int8` builds for a built-in model request: the
+    same model, graph passes and calibration inputs as compile_model, so the same records."""
+    from . import frontends
+    from .calibration import calibration_inputs
+    from .graph import passes
+    from .graph.quantize import quantize_int8
+    from .models import create_model
+
+    calibration, _ = calibration_inputs(request.calibration, request.input_shape)
+    model = create_model(request.model, request.alpha, request.classes, request.seed, request.weights)
+    return quantize_int8(passes.optimize(frontends.from_torch(model, request.input_shape)), calibration)[1]
+
+
 def _quantization(model, calibration: dict) -> dict:
     """The manifest's "quantization" entry of an integer model (frontends/integer.py)."""
     from .frontends.integer import SCHEME

@@ -105,6 +105,7 @@ class IntegerModel:
     output_zero_point: int = 0
     output_shape: tuple[int, ...] = ()
     input_layout: str = "NCHW"  # or "NHWC" (TFLite files)
+    scales: list = field(default_factory=list)  # each layer's output scale (float), where recorded
 
 
 def quantize_multiplier(real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -89,14 +89,15 @@ class _File:
         return float(params[0][0]), int(params[1][0])
 
 
-def _clamp(activation: int, scale: float, zero_point: int) -> tuple[int, int]:
+def fused_clamp(activation: int, scale: float, zero_point: int) -> tuple[int, int]:
     """TFLite's CalculateActivationRangeQuantized (NONE 0, RELU 1, RELU_N1_TO_1 2, RELU6 3)."""
     bound = lambda real: zero_point + int(np.floor(real / scale + 0.5))  # noqa: E731  (TfLiteRound, real >= -1)
     low, high = {0: (None, None), 1: (0.0, None), 2: (-1.0, 1.0), 3: (0.0, 6.0)}[activation]
     return (QMIN if low is None else max(QMIN, bound(low)), QMAX if high is None else min(QMAX, bound(high)))
 
 
-def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TFLite's SAME padding of one axis: (before, after)."""
     out = -(-size // stride)
     total = max((out - 1) * stride + kernel - size, 0)
     return total // 2, total - total // 2
@@ -130,8 +131,8 @@ def _conv(f: _File, index: int, current: int, pending_pad, x, y) -> Conv:
         strides = (opts.StrideH(), opts.StrideW())
         top = left = bottom = right = 0
         if opts.Padding() == 0:  # SAME
-            top, bottom = _same_padding(height, w.shape[1], strides[0])
-            left, right = _same_padding(width, w.shape[2], strides[1])
+            top, bottom = same_padding(height, w.shape[1], strides[0])
+            left, right = same_padding(width, w.shape[2], strides[1])
         padding = tuple(a + b for a, b in zip((top, left, bottom, right), pending_pad))
         weight = w.transpose(1, 2, 0, 3) if depthwise else w.transpose(1, 2, 3, 0)  # -> HWIO
         groups = weight.shape[3] if depthwise else 1
@@ -141,7 +142,7 @@ def _conv(f: _File, index: int, current: int, pending_pad, x, y) -> Conv:
     multiplier, exponent = quantize_multiplier(x_scale * np.broadcast_to(wq[0], (count,)) / y_scale)
     return Conv(np.ascontiguousarray(weight), np.zeros(count, np.int32) if bias is None else bias.reshape(-1), strides,
                 padding, groups, x_zp, multiplier.astype(np.int32), exponent, y_zp,
-                _clamp(opts.FusedActivationFunction(), y_scale, y_zp))  # fmt: skip
+                fused_clamp(opts.FusedActivationFunction(), y_scale, y_zp))  # fmt: skip
 
 
 def from_tflite_int8(model, path, input_name: str, shape) -> IntegerModel:
@@ -199,7 +200,7 @@ def from_tflite_int8(model, path, input_name: str, shape) -> IntegerModel:
             other = ins[1] if ins[0] == current else ins[0]
             if other not in producer:
                 f.fail(index, "ADD must add two layer outputs")
-            clamp = _clamp(_options(op, "AddOptions").FusedActivationFunction(), y_scale, y_zp)
+            clamp = fused_clamp(_options(op, "AddOptions").FusedActivationFunction(), y_scale, y_zp)
             scales = (x_scale, f.activation(index, other)[0])
             zero_points = (x_zp, f.activation(index, other)[1])
             if f.shape(other) != f.shape(current):
@@ -226,6 +227,7 @@ def from_tflite_int8(model, path, input_name: str, shape) -> IntegerModel:
         else:  # SOFTMAX
             result.layers.append(softmax_layer(x_scale, _options(op, "SoftmaxOptions").Beta(), y_scale, y_zp))
         producer[out] = len(result.layers) - 1
+        result.scales.append(y_scale)
         current = out
     if result is None or not result.layers or current != graph_out:
         raise MnetError(f"{path}: int8 TFLite: the output is not the last layer's (or there are no layers)")

@@ -214,6 +214,7 @@ def quantize_layers(layers: list, inputs: list[np.ndarray], input_name: str, out
         scale, zp = out_scale, out_zp
         params.append((scale, zp))
     model.output_scale, model.output_zero_point = scale, zp
+    model.scales = [s for s, _ in params]
     return model
 
 

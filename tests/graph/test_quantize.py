@@ -21,6 +21,7 @@ from mnet_compile.frontends.integer import Add, pad_channels, quantize_multiplie
 from mnet_compile.graph import passes
 from mnet_compile.graph.quantize import activation_params, quantize_int8
 from mnet_compile.models import create_model
+from mnet_compile.pipeline import CompileRequest, integer_model
 
 from ..helpers import error_line, need, random_input, run_cli
 from ..int8_reference import integer_reference
@@ -32,9 +33,7 @@ ALPHA, RESOLUTION = 0.25, 128
 def quantized(compiled):
     """(the artifact's loaded model, the IntegerModel the pipeline built for it, the fp32 torch model)."""
     torch_model = create_model("mobilenet_v1", ALPHA, seed=0).eval()
-    mod = passes.optimize(frontends.from_torch(torch_model, (1, 3, RESOLUTION, RESOLUTION)))
-    inputs, _ = calibration_inputs(None, (1, 3, RESOLUTION, RESOLUTION))
-    _, model = quantize_int8(mod, inputs)
+    model = integer_model(CompileRequest(alpha=ALPHA, resolution=RESOLUTION, quantize="int8"))
     return runtime.load(compiled(ALPHA, RESOLUTION, quantize="int8")), model, torch_model
 
 
