@@ -34,7 +34,8 @@ def _decisions(sch: s_tir.Schedule, block, kind: str, isa, cores: int) -> dict:
         cin = int(sch.get(block).reads[0].source.shape[3])
         return separable(out[1], out[2], cin // simd_width(cin, isa.lanes), vectors, isa, cores)
     reads = {str(region.source.dtype) for region in sch.get(block).reads}
-    exact_int8 = "int8" in reads  # int8 input summed in float32 (frontends.integer.exact_float_depthwise)
+    float_sums = str(sch.get(block).writes[0].source.dtype) == "float32"
+    exact_int8 = float_sums and "int8" in reads  # int8 summed in float32 (frontends.integer.exact_float_depthwise)
     return depthwise(out[1], out[2], vectors, isa, cores, exact_int8)
 
 
