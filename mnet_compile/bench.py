@@ -183,7 +183,7 @@ def cpu_description() -> str:
         return platform.machine()
     info = {k.strip(): v.strip() for k, v in info.items()}
     flags = set(info.get("flags", info.get("Features", "")).split())
-    isa = [f for f in ("avx512f", "avx512_vnni", "avx_vnni", "avx2", "fma", "asimd", "asimddp") if f in flags]
+    isa = [f for f in ("avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "avx2", "fma", "asimd", "asimddp") if f in flags]
     return f"{info.get('model name', platform.machine())}, {os.cpu_count()} logical CPUs, {' '.join(isa) or 'no AVX2/NEON'}"
 
 

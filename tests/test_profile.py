@@ -38,5 +38,8 @@ def test_cli_names_the_family_and_profile_shows_every_kernel(capsys, tmp_path):
 def test_fma_peak_uses_the_widest_vectors():
     assert "__AVX512F__" in FMA_PEAK_C and "_mm512_fmadd_ps" in FMA_PEAK_C
     assert "logical CPUs" in cpu_description()
+    with open("/proc/cpuinfo") as f:
+        flags = f.read().split("\n\n")[0].split()
+    assert all(flag in cpu_description().split() for flag in ("avx512_vnni", "amx_int8") if flag in flags)  # the int8 ISA named
     peak = fma_peak_gflops(1)  # measured: gcc builds the probe with -march=native
     assert peak is not None and peak > 1

@@ -498,9 +498,11 @@ class CompiledModel:
         except Exception as exc:
             # the VM's check names the parameter's annotation: R.Tensor((1, 3, 224, 224), dtype="float32")
             found = re.search(r'R\.Tensor\(\(([\d, ]*)\),\s*dtype="(\w+)"\)', str(exc))
-            expects = f"it expects ({found.group(1)}) {found.group(2)}" if found else _first_line(exc)
+            if not found:  # not the input: the code itself cannot run here (e.g. AMX tiles refused)
+                raise ArtifactError(_one_line(f"{LIBRARY} of {self.path} cannot run here: {_first_line(exc)}")) from None
             raise ArtifactError(
-                f"{LIBRARY} of {self.path} does not accept the manifest's input {self.input_shape} {self.input_dtype}: {expects}"
+                f"{LIBRARY} of {self.path} does not accept the manifest's input {self.input_shape} {self.input_dtype}: "
+                f"it expects ({found.group(1)}) {found.group(2)}"
             ) from None
         if y.shape != self.output_shape or y.dtype != np.dtype(self.output_dtype):
             raise ArtifactError(

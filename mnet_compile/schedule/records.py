@@ -18,7 +18,7 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.target import Target
 
 from ..resources import data_dir
-from .rules import isa_for
+from .rules import amx, isa_for
 
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
@@ -29,12 +29,18 @@ def family_for(target: Target) -> str:
     return "cuda" if target.kind.name == "cuda" else isa_for(target).name
 
 
+def json_database(directory: str, allow_missing: bool = True) -> ms.database.JSONDatabase:
+    """MetaSchedule's JSON database of a folder, the AMX intrinsics its records name registered first."""
+    path = os.path.join(directory, RECORDS)
+    if os.path.isfile(path):
+        with open(path) as f:
+            amx.register_named(f.read())
+    return ms.database.JSONDatabase(path_workload=os.path.join(directory, WORKLOADS), path_tuning_record=path,
+                                    allow_missing=allow_missing, module_equality="structural")  # fmt: skip
+
+
 def _load(directory: str) -> ms.database.JSONDatabase:
-    return ms.database.JSONDatabase(
-        path_workload=os.path.join(directory, WORKLOADS),
-        path_tuning_record=os.path.join(directory, RECORDS),
-        allow_missing=False,
-    )
+    return json_database(directory, allow_missing=False)
 
 
 def _has(directory, suffix: str = "") -> bool:
@@ -94,10 +100,10 @@ def prune(work_dir: str, out_dir: str, top_k: int = 3, keep=None) -> int:
     """Write the best `top_k` valid records per workload of a tuning work_dir to `out_dir` as shipped
     (.json.gz, replacing what is there), only for the kernel modules in `keep` if given (the kernels the
     builds use). Returns the number of records written."""
-    src = ms.database.JSONDatabase(work_dir=work_dir, module_equality="structural")
+    src = json_database(work_dir)
     tmp = tempfile.mkdtemp(prefix="mnet-records-")
     try:
-        dst = ms.database.JSONDatabase(work_dir=tmp, module_equality="structural")
+        dst = json_database(tmp)
         n = _copy_best(src, dst, top_k, keep)
         del dst
         os.makedirs(out_dir, exist_ok=True)

@@ -28,6 +28,7 @@ from . import interrupt, rules
 from .interrupt import INTERRUPTED
 from .kernels import replayed
 from .measure import COLD_EVALUATOR, EVALUATOR, InProcessBuilder, InProcessRunner
+from .records import json_database
 from .transfer import TransferIndex, transferred_schedule
 from .tunable import tunable_kernels
 
@@ -159,7 +160,7 @@ def open_database(work_dir: str, log=None) -> ms.database.JSONDatabase:
     for message in repair_database(work_dir):
         (log or print)(f"warning: {message}")
     try:
-        return ms.database.JSONDatabase(work_dir=work_dir, module_equality="structural")
+        return json_database(work_dir)
     except Exception as exc:  # a line that is JSON of the right shape but no record TVM can read
         raise MnetError(
             f"cannot read the tuning records in {work_dir} ({' '.join(str(exc).split())[:150]}); "

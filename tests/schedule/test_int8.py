@@ -115,13 +115,16 @@ def _host_has(feature: str) -> bool:
     return bool(tvm.target.codegen.llvm_cpu_has_features(feature, host))
 
 
-@pytest.mark.parametrize("family, feature", [("x86-avx512-vnni", "avx512vnni"), ("x86-avx-vnni", "avxvnni"), ("x86-avx2", "avx2")])
+@pytest.mark.parametrize("family, feature", [("x86-avx512-vnni", "avx512vnni"), ("x86-avx-vnni", "avxvnni"), ("x86-avx2", "avx2"),
+                                             ("x86-amx", "amx-int8")])  # fmt: skip
 def test_x86_families_are_exact(family, feature, tmp_path):
-    """Each x86 family's code for the small chain, run here: every int8 logit as the integer reference."""
+    """Each x86 family's code for the small chain, run here: every int8 logit as the integer reference
+    (x86-amx: the 1x1 convs on AMX tiles of 8 and 4 pixels, the stem on VNNI)."""
     if not _host_has(feature):
         pytest.skip(f"this machine has no {feature}: the {family} code cannot run here")
     preset = tmp_path / f"{family}.json"
-    preset.write_text(json.dumps({"description": family, "target": {"kind": "llvm", "mcpu": X86[family], "num-cores": 2},
+    cpu = X86.get(family, "sapphirerapids")
+    preset.write_text(json.dumps({"description": family, "target": {"kind": "llvm", "mcpu": cpu, "num-cores": 2},
                                   "arch": "x86_64", "cc": None}))  # fmt: skip
     model = _chain()
     mod = to_relax(model, dot_product=dot_form(load_preset(str(preset)).tvm))
@@ -149,9 +152,9 @@ def test_blocking_fills_the_registers():
 
 
 def test_the_artifact_holds_vpdpbusd(compiled, tmp_path):
-    """On a VNNI host the int8 artifact of the tests (x86 preset) is inspected, elsewhere one built for a
-    Cascade Lake preset (not run here): the 1x1 convs are packed u8 x s8 kernels, and the .so has vpdpbusd."""
-    if _host_has("avx512vnni"):
+    """On a VNNI host without AMX the int8 artifact of the tests (x86 preset) is inspected, elsewhere one built
+    for a Cascade Lake preset (not run here): the 1x1 convs are packed u8 x s8 kernels, and the .so has vpdpbusd."""
+    if _host_has("avx512vnni") and not _host_has("amx-int8"):
         artifact = compiled(0.25, 128, quantize="int8")
     else:
         preset = tmp_path / "vnni.json"
@@ -204,3 +207,12 @@ def test_data_pass_is_parallel_over_rows():
     data = script[script.index("T.parallel"):script.index('T.sblock("data_u8")')]
     assert "T.parallel(T.int64(17))" in data  # 17 rows of 17 pixels x 4 channels
     assert "T.vectorized(T.int64(4))" in data  # 68 per row: its largest power-of-two divisor up to 64
+
+
+def test_1x1_requantizes_with_32_bit_multiplies():
+    """A 1x1 dot-product conv requantizes in one op with the bias folded into the rounding constant, so its
+    int32 sums times the int32 multipliers are vpmuldq (32 x 32 -> 64), not vpmullq (64 x 64)."""
+    _, found = tunable_kernels(fuse(to_relax(_model(), dot_product="u8i8")), VNNI)
+    (kmod,) = [kmod for _, func, kmod in found if DOT_ISAS["x86-avx512-vnni"].rule in func.script()]
+    asm = _asm(kmod, VNNI)
+    assert re.search(r"\svpmuldq\s", asm) and not re.search(r"\svpmullq\s", asm)

@@ -32,6 +32,7 @@ from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 from tvm.target import Target, codegen
 
+from . import amx
 from .annotate import RULE_KEY, SKIP
 from .default import postprocess
 from .isa import isa_for
@@ -39,6 +40,7 @@ from .isa import isa_for
 LANES, DEPTH = 16, 4  # the packed weight block (frontends.integer.pack_weight)
 MAX_VECTORS = 4  # 16-channel vectors of a register block
 TILE_PIXELS = 128  # pixels of a row a parallel tile may span (its register blocks in turn, then their epilogue)
+AMX_RULE = "mnet.conv_u8i8.x86-amx"  # 1x1 convs on AMX tiles (rules/amx.py), the other u8i8 convs keep VNNI
 
 
 @dataclass(frozen=True)
@@ -162,17 +164,28 @@ def dot_form(target: Target) -> str | None:
     return isa.form if isa else None
 
 
-def annotate_func(func, isa: DotIsa):
-    """`func` with the family's rule on its dot-product conv block (and SKIP on the others), else `func`."""
+def annotate_func(func, isa: DotIsa, tiles: bool = False):
+    """`func` with the family's rule on its dot-product conv block (and SKIP on the others), else `func`;
+    with `tiles`, a 1x1 conv AMX tiles can take gets the AMX rule and the permission block (rules/amx.py)."""
     sch = s_tir.Schedule(tvm.IRModule({"main": func}))
     root = sch.get_sblock("root")
     blocks = sch.get_child_blocks(root)
-    if sum(sch.get(b).name_hint == isa.block for b in blocks) != 1:
+    convs = [b for b in blocks if sch.get(b).name_hint == isa.block]
+    if len(convs) != 1:
         return func
+    rule = AMX_RULE if tiles and _amx_fits(sch.get(convs[0])) else isa.rule
     for b in blocks:
-        sch.annotate(b, RULE_KEY, isa.rule if sch.get(b).name_hint == isa.block else SKIP)
+        sch.annotate(b, RULE_KEY, rule if sch.get(b).name_hint == isa.block else SKIP)
     sch.annotate(root, RULE_KEY, SKIP)
-    return sch.mod["main"]
+    func = sch.mod["main"]
+    return amx.with_permission(func, {RULE_KEY: SKIP}) if rule == AMX_RULE else func
+
+
+def _amx_fits(conv) -> bool:
+    """A 1x1 u8i8 conv of stride 1 with 16-channel panels (the tiles' columns)."""
+    *_, taps_y, taps_x, _ = [int(iv.dom.extent) for iv in conv.iter_vars]
+    out, data = conv.writes[0].source.shape, conv.reads[0].source.shape
+    return (taps_y, taps_x) == (1, 1) and int(out[3]) % LANES == 0 and [int(d) for d in out[1:3]] == [int(d) for d in data[1:3]]
 
 
 def _divisors(n: int, limit: int) -> list[int]:
@@ -198,17 +211,41 @@ def blocking(height: int, width: int, vectors: int, cores: int, isa: DotIsa) -> 
     return {"mr": mr, "nr": nr, "tile": max(_divisors(width // mr, max(1, isa.tile_pixels // mr)))}
 
 
+def _epilogue(sch: s_tir.Schedule, conv):
+    """The requantization chain after `conv`, inlined into its last block (None if there is none)."""
+    consumers = sch.get_consumers(conv)
+    if not consumers:
+        return None
+    cur = consumers[0]
+    while sch.get_consumers(cur):
+        nxt = sch.get_consumers(cur)[0]
+        sch.compute_inline(cur)
+        cur = nxt
+    return cur
+
+
+def _tile_epilogue(sch: s_tir.Schedule, epi, par) -> None:
+    """The epilogue computed per parallel tile, vectorized over 16 channels."""
+    if epi is not None:
+        sch.reverse_compute_at(epi, par, preserve_unit_loops=True)
+        _, vec = sch.split(sch.get_loops(epi)[-1], [None, LANES])
+        sch.vectorize(vec)
+
+
+def _data_pass(sch: s_tir.Schedule, data) -> None:
+    """Parallel over rows, each row's pixels x channels vectorized."""
+    b, y, *row = sch.get_loops(data)
+    sch.parallel(sch.fuse(b, y))
+    fused = sch.fuse(*row)
+    chunk = 4 * LANES
+    while int(sch.get(fused).extent) % chunk:
+        chunk //= 2
+    sch.vectorize(sch.split(fused, [None, chunk])[1])
+
+
 def conv_dot(sch: s_tir.Schedule, conv, isa: DotIsa, decide: dict | None = None) -> list[s_tir.Schedule]:
     data = sch.get_producers(conv)[0]
-    consumers = sch.get_consumers(conv)
-    epi = None
-    if consumers:  # the requantization chain, inlined into its last block
-        cur = consumers[0]
-        while sch.get_consumers(cur):
-            nxt = sch.get_consumers(cur)[0]
-            sch.compute_inline(cur)
-            cur = nxt
-        epi = cur
+    epi = _epilogue(sch, conv)
     n, h, w, c, *taps, k = sch.get_loops(conv)  # taps: the kernel's rows and columns
     width, vectors = int(sch.get(w).extent), int(sch.get(c).extent) // LANES
     w0, w1 = sch.split(w, sch.sample_perfect_tile(w, n=2, max_innermost_factor=isa.accumulators * isa.lanes // LANES,
@@ -224,37 +261,67 @@ def conv_dot(sch: s_tir.Schedule, conv, isa: DotIsa, decide: dict | None = None)
     sch.reorder(n, n0, h, wa, wb, *taps, k0, w1, n1, *steps, k1)
     par = sch.fuse(n, n0, h, wa)
     sch.parallel(par)
-    if epi is not None:
-        sch.reverse_compute_at(epi, par, preserve_unit_loops=True)
-        _, vec = sch.split(sch.get_loops(epi)[-1], [None, LANES])
-        sch.vectorize(vec)
+    _tile_epilogue(sch, epi, par)
     init = sch.decompose_reduction(conv, (taps or [k0])[0])
     sch.vectorize(sch.get_loops(init)[-1])
     sch.tensorize(steps[-1], isa.intrin)
     for loop in (w1, n1, *steps[:-1]):
         sch.unroll(loop)
-    b, y, *row = sch.get_loops(data)  # parallel over rows, each row's pixels x channels vectorized
-    sch.parallel(sch.fuse(b, y))
-    fused = sch.fuse(*row)
-    chunk = 4 * LANES
-    while int(sch.get(fused).extent) % chunk:
-        chunk //= 2
-    sch.vectorize(sch.split(fused, [None, chunk])[1])
+    _data_pass(sch, data)
+    return [sch]
+
+
+def amx_blocking(height: int, width: int, panels: int, cores: int) -> dict:
+    """`rows` of the image x `nt` 16-channel panels per parallel tile (one intrinsic call): 2 panels (32
+    channels) where the layer has them, and the most rows with at most 256 pixels that still give every core
+    its own rows (a core's tiles then read the rows its share of the data pass wrote). Rows outermost. Swept
+    on 1.0-224's 1x1 convs (2 threads; rows x 1, 2 or 4 panels, one run): the best or within 7% of it but
+    at 7x7 (15% and 70% slower there, the best blocking differing between the two 7x7 layers); with 4 panels per
+    tile the epilogue's per-channel vectors spilled."""
+    nt = max(_divisors(panels, 2))
+    fits = _divisors(height, max(1, 256 // width))
+    return {"rows": max([q for q in fits if height // q >= cores] or [1]), "nt": nt}
+
+
+def conv_amx(sch: s_tir.Schedule, conv, decide: dict | None = None) -> list[s_tir.Schedule]:
+    """The 1x1 conv as AMX tile GEMMs (rules/amx.py): parallel over (row block, channel block) tiles, each
+    one intrinsic call (rows x width pixels x nt panels x K) followed by its epilogue. No knobs yet (the
+    intrinsic is made for its block sizes): tuning measures `amx_blocking`'s choice for the current target."""
+    data = sch.get_producers(conv)[0]
+    epi = _epilogue(sch, conv)
+    n, h, w, c, ry, rx, k = sch.get_loops(conv)
+    height, width, channels, depth = (int(sch.get(loop).extent) for loop in (h, w, c, k))
+    if decide is None:
+        target = Target.current(allow_none=True)
+        cores = int(target.attrs.get("num-cores", 1) or 1) if target is not None else 1
+        decide = amx_blocking(height, width, channels // LANES, cores)
+    h0, h1 = sch.split(h, [None, decide["rows"]])
+    c0, c1 = sch.split(c, [None, LANES * decide["nt"]])
+    sch.reorder(n, h0, c0, ry, rx, h1, w, c1, k)
+    par = sch.fuse(n, h0, c0)
+    sch.parallel(par)
+    _tile_epilogue(sch, epi, par)
+    sch.tensorize(h1 if decide["rows"] > 1 else w, amx.intrinsic(decide["rows"], width, decide["nt"], depth))
+    _data_pass(sch, data)
     return [sch]
 
 
 def default_schedule(kmod: tvm.IRModule, target: Target) -> s_tir.Schedule | None:
-    """The rule's sketch with knobs from `blocking`, postprocessed; None when `kmod` is no such kernel."""
+    """The rule's sketch with knobs from `blocking` (`amx_blocking`), postprocessed; None when `kmod` is no
+    such kernel."""
     sch = s_tir.Schedule(kmod)
-    rules = {isa.rule: isa for isa in DOT_ISAS.values()}
-    blocks = [(b, rules.get(str(sch.get(b).annotations.get(RULE_KEY, "")))) for b in sch.get_child_blocks(sch.get_sblock("root"))]
-    blocks = [(b, isa) for b, isa in blocks if isa is not None]
+    rules = {isa.rule: isa for isa in DOT_ISAS.values()} | {AMX_RULE: None}
+    blocks = [(b, str(sch.get(b).annotations.get(RULE_KEY, ""))) for b in sch.get_child_blocks(sch.get_sblock("root"))]
+    blocks = [(b, rule) for b, rule in blocks if rule in rules]
     if len(blocks) != 1:
         return None
-    (block, isa), = blocks
+    (block, rule), = blocks
     out = [int(d) for d in sch.get(block).writes[0].source.shape]
     cores = int(target.attrs.get("num-cores", 1) or 1)
-    (sch,) = conv_dot(sch, block, isa, decide=blocking(out[1], out[2], out[3] // LANES, cores, isa))
+    if rule == AMX_RULE:
+        (sch,) = conv_amx(sch, block, decide=amx_blocking(out[1], out[2], out[3] // LANES, cores))
+    else:
+        (sch,) = conv_dot(sch, block, rules[rule], decide=blocking(out[1], out[2], out[3] // LANES, cores, rules[rule]))
     if (rejected := postprocess(sch, target)) is not None:
         raise RuntimeError(f"postproc {rejected} rejected the default int8 schedule")
     return sch
@@ -267,6 +334,7 @@ def _register() -> None:
 
         for key in ("cpu", "arm_cpu"):
             tvm.register_global_func(f"s_tir.meta_schedule.{key}.{isa.rule}", rule, override=True)
+    tvm.register_global_func(f"s_tir.meta_schedule.cpu.{AMX_RULE}", conv_amx, override=True)
 
 
 _register()
@@ -277,10 +345,11 @@ def annotate(mod: tvm.IRModule, target: Target) -> tvm.IRModule:
     isa = dot_isa(target)
     if isa is None:
         return mod
+    tiles = isa.name == "x86-avx512-vnni" and amx.has_amx(target)
     updates = {}
     for gv, func in mod.functions.items():
         if isinstance(func, tirx.PrimFunc) and not func.attrs.get("tirx.is_scheduled", False):
-            new = annotate_func(func, isa)
+            new = annotate_func(func, isa, tiles)
             if not new.same_as(func):
                 updates[gv] = new
     if not updates:
