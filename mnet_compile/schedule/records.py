@@ -18,7 +18,8 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.target import Target
 
 from ..resources import data_dir
-from .rules import amx, isa_for
+from .rules import isa_for
+from .rules.amx import register_named
 
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
@@ -34,7 +35,7 @@ def json_database(directory: str, allow_missing: bool = True) -> ms.database.JSO
     path = os.path.join(directory, RECORDS)
     if os.path.isfile(path):
         with open(path) as f:
-            amx.register_named(f.read())
+            register_named(f.read())
     return ms.database.JSONDatabase(path_workload=os.path.join(directory, WORKLOADS), path_tuning_record=path,
                                     allow_missing=allow_missing, module_equality="structural")  # fmt: skip
 

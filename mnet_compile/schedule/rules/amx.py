@@ -4,11 +4,13 @@ the permission block every AMX kernel starts with.
 A 1x1 conv is a GEMM over pixels: `Q` rows of `W` pixels x `NT` 16-channel panels x `K` input channels.
 The intrinsic computes it tile by tile: `M` pixels (a divisor of W, at most 16) x 16 channels of int32 sums
 per tile register, `tdpbusd` (u8 activations x s8 weights, 16 x 16 x 64 per instruction) over K in chunks
-of at most 64 channels. Registers: tmm0-3 the NT sum tiles (zeroed: the intrinsic is the reduction with its
-init), tmm4/5 the activation tile of alternate chunks, tmm6/7 the weight tile of alternate panels (tiles
-are not renamed, so a load into the register the previous instruction reads would wait for it). The
+of at most 64 channels. Registers: tmm0-3 the NT (at most 4) sum tiles (zeroed: the intrinsic is the
+reduction with its init), tmm4/5 the activation tile of alternate chunks, tmm6/7 the weight tile of
+alternate panels (tiles are not renamed, so a load into the register the previous instruction reads would
+wait for it). The
 weights are already in AMX's layout: the VNNI packing (Cout/16, K/4, 16, 4) gives each panel's chunk as
-K/4 rows of 64 bytes. XNNPACK's 16x64c4 AMX kernel (what LiteRT runs on such CPUs) blocks the same way.
+K/4 rows of 64 bytes. XNNPACK's 16x64c4 AMX kernel (what LiteRT runs on such CPUs) tiles the same way
+(16 pixels x 4 panels; `int8.amx_blocking` takes 2 panels, whose epilogue did not spill).
 
 Linux lends the tile registers to a process only after `arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA)`;
 without it the first tile instruction is SIGILL. So every AMX kernel begins with that request (once per
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import re
 
-import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
@@ -28,7 +29,6 @@ from tvm.target import Target, codegen
 
 SYS_ARCH_PRCTL, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA = 158, 0x1023, 18
 TILE_ROWS, TILE_BYTES = 16, 64
-SUM_TILES = 4  # tmm0-3; 4 and 5 hold activations, 6 and 7 weights
 REFUSED = "this artifact uses Intel AMX tiles (int8 1x1 convs), which this CPU or kernel does not allow (Linux >= 5.16 on Sapphire Rapids or later)"
 
 

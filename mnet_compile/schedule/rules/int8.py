@@ -32,7 +32,7 @@ from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 from tvm.target import Target, codegen
 
-from . import amx
+from .amx import has_amx, intrinsic, with_permission
 from .annotate import RULE_KEY, SKIP
 from .default import postprocess
 from .isa import isa_for
@@ -178,7 +178,7 @@ def annotate_func(func, isa: DotIsa, tiles: bool = False):
         sch.annotate(b, RULE_KEY, rule if sch.get(b).name_hint == isa.block else SKIP)
     sch.annotate(root, RULE_KEY, SKIP)
     func = sch.mod["main"]
-    return amx.with_permission(func, {RULE_KEY: SKIP}) if rule == AMX_RULE else func
+    return with_permission(func, {RULE_KEY: SKIP}) if rule == AMX_RULE else func
 
 
 def _amx_fits(conv) -> bool:
@@ -301,7 +301,7 @@ def conv_amx(sch: s_tir.Schedule, conv, decide: dict | None = None) -> list[s_ti
     par = sch.fuse(n, h0, c0)
     sch.parallel(par)
     _tile_epilogue(sch, epi, par)
-    sch.tensorize(h1 if decide["rows"] > 1 else w, amx.intrinsic(decide["rows"], width, decide["nt"], depth))
+    sch.tensorize(h1 if decide["rows"] > 1 else w, intrinsic(decide["rows"], width, decide["nt"], depth))
     _data_pass(sch, data)
     return [sch]
 
@@ -345,7 +345,7 @@ def annotate(mod: tvm.IRModule, target: Target) -> tvm.IRModule:
     isa = dot_isa(target)
     if isa is None:
         return mod
-    tiles = isa.name == "x86-avx512-vnni" and amx.has_amx(target)
+    tiles = isa.name == "x86-avx512-vnni" and has_amx(target)
     updates = {}
     for gv, func in mod.functions.items():
         if isinstance(func, tirx.PrimFunc) and not func.attrs.get("tirx.is_scheduled", False):
