@@ -199,14 +199,21 @@ def test_x86_depthwise_sums_in_float_exactly():
 
 
 def test_data_pass_is_parallel_over_rows():
-    """The dot-product kernel's data pass (the stem's: the float input quantized, padded, channels to 4)
-    runs parallel over its rows, each row one vectorized loop (one flat loop took 6x as long at 0.25-128)."""
+    """The dot-product kernels' data pass runs parallel over its rows. The stem's (the float NCHW input
+    quantized, padded, channels to 4): channels unrolled and the pixel loop vectorized by LLVM (packed
+    float rounding and conversion); TVM's own vectorized flat loop came out scalar. A 1x1 conv's (int8
+    input): each row one vectorized loop (one flat loop took 6x as long at 0.25-128)."""
     _, found = tunable_kernels(fuse(to_relax(_chain(), dot_product="u8i8")), VNNI)
     (stem,) = [kmod for _, func, kmod in found if "data_u8" in func.script() and "float32" in func.script()]
     script = default_schedule(stem, VNNI).mod.script()
     data = script[script.index("T.parallel"):script.index('T.sblock("data_u8")')]
-    assert "T.parallel(T.int64(17))" in data  # 17 rows of 17 pixels x 4 channels
-    assert "T.vectorized(T.int64(4))" in data  # 68 per row: its largest power-of-two divisor up to 64
+    assert "T.parallel(T.int64(17))" in data and "T.unroll(T.int64(4))" in data  # 17 rows of 17 pixels x 4 channels
+    assert "T.vectorized" not in data
+    assert re.search(r"\svcvt\w*ps2dq\s.*[yz]mm", _asm(stem, VNNI))  # LLVM's vectors, at least 8 pixels at once
+    (pointwise,) = [kmod for _, func, kmod in found if "data_u8" in func.script() and "float32" not in func.script()][:1]
+    script = default_schedule(pointwise, VNNI).mod.script()
+    data = script[script.index("T.parallel"):script.index('T.sblock("data_u8")')]
+    assert "T.vectorized" in data
 
 
 def test_1x1_requantizes_with_32_bit_multiplies():
