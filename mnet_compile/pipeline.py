@@ -164,23 +164,24 @@ def load_model(request: CompileRequest, preset: Preset, step):
         input_name = mod["main"].params[0].name
     if info is not None and info.integer is not None:  # a quantized file: its integer graph, for this target
         from .frontends.integer import to_relax
-        from .schedule.rules.int8 import dot_form
+        from .schedule.rules.int8 import dot_form, pointwise_form
 
         if preset.backend != "cpu":
             raise MnetError(f"int8 models build for CPU targets; {preset.name} is a {preset.backend} target")
         step("int8 model: its integer graph (no float round trips)")
         model = info.integer
-        return to_relax(model, dot_form(preset.tvm)), input_name, info, _quantization(model, {"source": "model_file"})
+        mod = to_relax(model, dot_form(preset.tvm), pointwise_form(preset.tvm))
+        return mod, input_name, info, _quantization(model, {"source": "model_file"})
     if not request.quantize:
         step("optimizing the graph (BatchNorm folding, constant folding, NHWC layout, channel padding)")
         return passes.optimize(mod, cpu_lanes(preset)), input_name, info, None
     from .graph.quantize import quantize_int8
-    from .schedule.rules.int8 import dot_form
+    from .schedule.rules.int8 import dot_form, pointwise_form
 
     step("optimizing the graph (BatchNorm folding, constant folding, NHWC layout)")
     mod = passes.optimize(mod)
     step(f"quantizing to int8, calibrated on {calibrated_by['images']} {calibrated_by['source']} inputs")
-    mod, model = quantize_int8(mod, calibration, dot_product=dot_form(preset.tvm))
+    mod, model = quantize_int8(mod, calibration, dot_form(preset.tvm), pointwise_form(preset.tvm))
     quantization = _quantization(model, calibrated_by)
     return mod, input_name, info, quantization
 

@@ -171,7 +171,10 @@ def _reader(x: te.Tensor, quantize):
 
 
 def _padded(read, shape, padding, zero_point: int):
-    """(value(b, y, x, c) of the input padded with `zero_point` (a real 0), padded shape)."""
+    """(value(b, y, x, c) of the input padded with `zero_point` (a real 0), padded shape); no bounds test
+    where there is no padding (a 1x1 conv's data block is then its input as it is, inlined on AMX)."""
+    if not any(padding):
+        return read, shape
     top, left, bottom, right = padding
     n, h, w, c = shape
 
@@ -303,8 +306,16 @@ def exact_float_depthwise(layer: Conv, dot_product: str | None) -> bool:
     return dot_product == "u8i8" and layer.groups > 1 and layer.weight.shape[:2] == (3, 3)
 
 
-def _emit_conv(bb, x, layer: Conv, dot_product: str | None = None, quantize=None) -> relax.Var:
-    """The conv, its bias and requantization; `quantize`: x is the float model input, quantized as read."""
+def pointwise(layer: Conv) -> bool:
+    """A 1x1 conv of stride 1 that runs as a dot product (a GEMM over pixels)."""
+    return packable(layer) and layer.weight.shape[:2] == (1, 1) and tuple(layer.strides) == (1, 1) and not any(layer.padding)
+
+
+def _emit_conv(bb, x, layer: Conv, dot_product: str | None = None, quantize=None, pointwise_form: str | None = None) -> relax.Var:
+    """The conv, its bias and requantization; `quantize`: x is the float model input, quantized as read;
+    `pointwise_form`: the 1x1 convs' operand form where it is not `dot_product`'s."""
+    if dot_product and pointwise_form and pointwise(layer):
+        dot_product = pointwise_form
     data_zero_point = layer.input_zero_point
     if dot_product and packable(layer):
         args = (layer.weight.shape[:2], layer.strides, layer.padding, layer.input_zero_point, dot_product, quantize)
@@ -321,7 +332,7 @@ def _emit_conv(bb, x, layer: Conv, dot_product: str | None = None, quantize=None
                                data_layout="NHWC", kernel_layout="HWIO", out_dtype="int32")
         )  # fmt: skip
     bias = layer.bias.astype(np.int64) - data_zero_point * layer.weight.astype(np.int64).sum(axis=(0, 1, 2))
-    if dot_product and packable(layer) and layer.weight.shape[:2] == (1, 1):
+    if dot_product and pointwise(layer):
         return _emit_requantize_sums(bb, acc, bias, layer)
     acc = bb.emit(relax.op.add(acc, _const(bias, "int32")))
     return _emit_requantize(bb, acc, layer.multiplier, layer.exponent, layer.output_zero_point, layer.clamp)
@@ -405,10 +416,11 @@ def mean_pool(size: int, input_scale: float, input_zero_point: int, output_scale
     return MeanPool(input_zero_point, size, int(multiplier), int(exponent), output_zero_point)
 
 
-def to_relax(model: IntegerModel, dot_product: str | None = None) -> tvm.IRModule:
+def to_relax(model: IntegerModel, dot_product: str | None = None, pointwise_form: str | None = None) -> tvm.IRModule:
     """The integer graph as a Relax module: float32 in (its input_layout), float32 out (a 1-tuple, like the imported models).
     `dot_product`: the operand form of the target's int8 dot-product kernels (a DOT_FORMS key, from
-    schedule.rules.int8.dot_form); the dense convs then take it, their channels padded to 16."""
+    schedule.rules.int8.dot_form); the dense convs then take it, their channels padded to 16.
+    `pointwise_form`: the 1x1 convs' form where it differs (int8.pointwise_form: s8 x s8 on AMX tiles)."""
     bb = relax.BlockBuilder()
     x = relax.Var(model.input_name, relax.TensorType(list(model.input_shape), "float32"))
     with bb.function("main", [x]):
@@ -417,11 +429,11 @@ def to_relax(model: IntegerModel, dot_product: str | None = None) -> tvm.IRModul
                 raise ValueError("the integer graph starts with a conv")
             layers = pad_channels(model.layers) if dot_product else model.layers
             quantize = (1.0 / model.input_scale, model.input_zero_point, model.input_layout)  # by the first conv
-            outs = [_emit_conv(bb, x, layers[0], dot_product, quantize)]
+            outs = [_emit_conv(bb, x, layers[0], dot_product, quantize, pointwise_form)]
             for layer in layers[1:]:
                 h = outs[-1]
                 if isinstance(layer, Conv):
-                    outs.append(_emit_conv(bb, h, layer, dot_product))
+                    outs.append(_emit_conv(bb, h, layer, dot_product, pointwise_form=pointwise_form))
                 elif isinstance(layer, Add):
                     outs.append(_emit_add(bb, h, outs[layer.other], layer))
                 elif isinstance(layer, Softmax):

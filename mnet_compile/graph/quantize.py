@@ -218,9 +218,10 @@ def quantize_layers(layers: list, inputs: list[np.ndarray], input_name: str, out
     return model
 
 
-def quantize_int8(mod: tvm.IRModule, inputs: list[np.ndarray], dot_product: str | None = None) -> tuple[tvm.IRModule, IntegerModel]:
+def quantize_int8(mod: tvm.IRModule, inputs: list[np.ndarray], dot_product: str | None = None,
+                  pointwise_form: str | None = None) -> tuple[tvm.IRModule, IntegerModel]:
     """The int8 Relax module of an optimized fp32 module, and its integer model (for the manifest, tests);
-    `dot_product`: the dense convs in that dot-product form (frontends.integer.to_relax)."""
+    `dot_product`, `pointwise_form`: the dense convs' and 1x1 convs' dot-product forms (frontends.integer.to_relax)."""
     func = mod["main"]
     params = func.params
     if len(params) != 1:
@@ -228,4 +229,4 @@ def quantize_int8(mod: tvm.IRModule, inputs: list[np.ndarray], dot_product: str 
     ret = func.ret_ty
     shape = ret.fields[0].shape if hasattr(ret, "fields") else ret.shape
     model = quantize_layers(float_layers(mod), inputs, params[0].name, [int(d) for d in shape])
-    return to_relax(model, dot_product), model
+    return to_relax(model, dot_product, pointwise_form), model

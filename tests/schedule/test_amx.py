@@ -16,7 +16,7 @@ from mnet_compile.frontends.integer import to_relax
 from mnet_compile.graph.passes import fuse
 from mnet_compile.schedule.rules import default_schedule
 from mnet_compile.schedule.rules.amx import REFUSED, has_amx
-from mnet_compile.schedule.rules.int8 import AMX_RULE, DOT_ISAS, amx_blocking
+from mnet_compile.schedule.rules.int8 import AMX_RULE, DOT_ISAS, amx_blocking, dot_form, pointwise_form
 from mnet_compile.schedule.tunable import tunable_kernels
 
 from .test_int8 import VNNI, _chain, _host_has
@@ -25,30 +25,33 @@ SPR = tvm.target.Target({"kind": "llvm", "mcpu": "sapphirerapids", "num-cores": 
 
 
 def _kernels(target):
-    _, found = tunable_kernels(fuse(to_relax(_chain(), dot_product="u8i8")), target)
+    _, found = tunable_kernels(fuse(to_relax(_chain(), dot_form(target), pointwise_form(target))), target)
     return {gv.name_hint: (func.script(), kmod) for gv, func, kmod in found}
 
 
 def test_amx_takes_the_1x1_convs_only_where_the_target_has_it():
     assert has_amx(SPR) and not has_amx(VNNI) and not has_amx(tvm.target.Target({"kind": "llvm", "mcpu": "znver4"}))
-    spr = {name: script for name, (script, _) in _kernels(SPR).items() if "conv_u8i8" in name}
+    assert pointwise_form(SPR) == "i8i8" and pointwise_form(VNNI) is None
+    spr = {name: script for name, (script, _) in _kernels(SPR).items() if "fused_conv_" in name}
     tiled = [name for name, script in spr.items() if AMX_RULE in script]
-    assert len(spr) == 3 and len(tiled) == 2  # the two 1x1 convs; the 3x3 stem keeps the VNNI rule
+    assert len(spr) == 3 and len(tiled) == 2  # the two 1x1 convs (s8 x s8); the 3x3 stem keeps the VNNI rule
+    assert all("conv_i8i8" in name and "data_u8" not in spr[name] for name in tiled)
     assert all(DOT_ISAS["x86-avx512-vnni"].rule in script for name, script in spr.items() if name not in tiled)
     assert all('T.sblock("amx_permission")' in spr[name] for name in tiled)
     assert not any(AMX_RULE in script for script, _ in _kernels(VNNI).values())
 
 
 def test_amx_kernel_code():
-    """tdpbusd on tile registers after ldtilecfg, the tiles released, and the permission asked first."""
+    """tdpbssd on tile registers after ldtilecfg, the tiles released, the permission asked first, and no data
+    pass: the tiles load the int8 input itself."""
     (kmod,) = [kmod for script, kmod in _kernels(SPR).values() if AMX_RULE in script and "T.int64(8), T.int64(8)" in script]
     with SPR:
         asm = tvm.compile(default_schedule(kmod, SPR).mod, target=SPR).mod.inspect_source("asm")
     lines = [line.split() for line in asm.splitlines() if line.strip() and not line.strip().startswith((".", "#"))]
     ops = [words[0] for words in lines]
-    assert ops.count("tdpbusd") >= 2 and "ldtilecfg" in ops and "tilerelease" in ops and "tilezero" in ops
+    assert ops.count("tdpbssd") >= 2 and "ldtilecfg" in ops and "tilerelease" in ops and "tilezero" in ops
     assert any(op == "callq" or op == "call" for op in ops) and "syscall" in asm
-    assert ops.index("ldtilecfg") < ops.index("tdpbusd")
+    assert ops.index("ldtilecfg") < ops.index("tdpbssd") and "data_i8" not in default_schedule(kmod, SPR).mod.script()
 
 
 def test_records_of_amx_kernels_load_in_a_fresh_process(tmp_path):

@@ -16,7 +16,7 @@ from mnet_compile.frontends.integer import Conv, IntegerModel, exact_float_depth
 from mnet_compile.graph.passes import fuse
 from mnet_compile.graph.quantize import FloatConv, _Pool, quantize_layers
 from mnet_compile.schedule.rules import default_schedule
-from mnet_compile.schedule.rules.int8 import DOT_ISAS, blocking, dot_form, dot_isa
+from mnet_compile.schedule.rules.int8 import DOT_ISAS, blocking, dot_form, dot_isa, pointwise_form
 from mnet_compile.schedule.tunable import tunable_kernels
 from mnet_compile.targets import load_preset
 
@@ -119,7 +119,7 @@ def _host_has(feature: str) -> bool:
                                              ("x86-amx", "amx-int8")])  # fmt: skip
 def test_x86_families_are_exact(family, feature, tmp_path):
     """Each x86 family's code for the small chain, run here: every int8 logit as the integer reference
-    (x86-amx: the 1x1 convs on AMX tiles of 8 and 4 pixels, the stem on VNNI)."""
+    (x86-amx: the 1x1 convs as s8 x s8 on AMX tiles of 8 and 4 pixels, the stem on VNNI)."""
     if not _host_has(feature):
         pytest.skip(f"this machine has no {feature}: the {family} code cannot run here")
     preset = tmp_path / f"{family}.json"
@@ -127,7 +127,8 @@ def test_x86_families_are_exact(family, feature, tmp_path):
     preset.write_text(json.dumps({"description": family, "target": {"kind": "llvm", "mcpu": cpu, "num-cores": 2},
                                   "arch": "x86_64", "cc": None}))  # fmt: skip
     model = _chain()
-    mod = to_relax(model, dot_product=dot_form(load_preset(str(preset)).tvm))
+    target = load_preset(str(preset)).tvm
+    mod = to_relax(model, dot_form(target), pointwise_form(target))
     executable, stats = compile_executable(mod, load_preset(str(preset)))
     assert sum(name.startswith("fused_conv_") for name in stats["per_kernel"]) == 3  # the stem and two 1x1 convs
     vm = relax.VirtualMachine(executable, tvm.cpu())

@@ -3,7 +3,8 @@ the permission block every AMX kernel starts with.
 
 A 1x1 conv is a GEMM over pixels: `Q` rows of `W` pixels x `NT` 16-channel panels x `K` input channels.
 The intrinsic computes it tile by tile: `M` pixels (a divisor of W, at most 16) x 16 channels of int32 sums
-per tile register, `tdpbusd` (u8 activations x s8 weights, 16 x 16 x 64 per instruction) over K in chunks
+per tile register, `tdpbssd` (s8 activations as they are x s8 weights, 16 x 16 x 64 per instruction; no
++128 pass as for VNNI's u8 x s8) over K in chunks
 of at most 64 channels. Registers: tmm0-3 the NT (at most 4) sum tiles (zeroed: the intrinsic is the
 reduction with its init), tmm4/5 the activation tile of alternate chunks, tmm6/7 the weight tile of
 alternate panels (tiles are not renamed, so a load into the register the previous instruction reads would
@@ -41,7 +42,7 @@ def has_amx(target: Target) -> bool:
 
 
 def chunk(k: int) -> int:
-    """Input channels per tdpbusd: the largest multiple of 4 that divides K, at most 64 (one tile row)."""
+    """Input channels per tdpbssd: the largest multiple of 4 that divides K, at most 64 (one tile row)."""
     return max(d for d in range(4, min(k, TILE_BYTES) + 1, 4) if k % d == 0)
 
 
@@ -76,7 +77,7 @@ def _desc(Q: int, W: int, NT: int, K: int):
 
     @T.prim_func(s_tir=True)
     def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (Q, W, K), "uint8", offset_factor=1)
+        A = T.match_buffer(a, (Q, W, K), "int8", offset_factor=1)
         B = T.match_buffer(b, (NT, K // 4, 16, 4), "int8", offset_factor=1)
         C = T.match_buffer(c, (Q, W, N), "int32", offset_factor=1)
         with T.sblock("root"):
@@ -110,7 +111,7 @@ def _impl(Q: int, W: int, NT: int, K: int):
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
         sa0, sa, sc0, sc = T.int64(), T.int64(), T.int64(), T.int64()
-        A = T.match_buffer(a, (Q, W, K), "uint8", offset_factor=1, strides=[sa0, sa, 1])
+        A = T.match_buffer(a, (Q, W, K), "int8", offset_factor=1, strides=[sa0, sa, 1])
         B = T.match_buffer(b, (NT, K // 4, 16, 4), "int8", offset_factor=1)
         C = T.match_buffer(c, (Q, W, N), "int32", offset_factor=1, strides=[sc0, sc, 1])
         with T.sblock("root"):
@@ -138,7 +139,7 @@ def _impl(Q: int, W: int, NT: int, K: int):
                     for j in T.unroll(NT):
                         T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tileloadd64", T.Cast("uint8", 6 + j % 2),
                                                       T.address_of(B[j, kc * (KC // 4), 0, 0]), T.int64(64)))  # fmt: skip
-                        T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tdpbusd", T.Cast("uint8", j),
+                        T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tdpbssd", T.Cast("uint8", j),
                                                       T.Cast("uint8", 4 + kc % 2), T.Cast("uint8", 6 + j % 2)))  # fmt: skip
                 for j in T.unroll(NT):
                     T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tilestored64", T.Cast("uint8", j),

@@ -13,8 +13,8 @@ The integer graph (frontends/integer.py, `conv_dot_te`) gives such a kernel thre
 requantization epilogue. The rule: a register block of `mr` pixels of a row x `nr` 16-channel vectors,
 accumulated over the taps and Cin, each 16-channel vector as 16/lanes instructions over 4 input channels
 (the lanes x 4 step is tensorized), parallel over (channel panel, row, pixel block) tiles; the epilogue per
-tile, vectorized; the data pass parallel over rows, each row vectorized (over one flat loop it took 6x as long
-for the stem, whose data pass quantizes the NCHW float input). The knobs are samples (tunable); `default_schedule`
+tile, vectorized; the data pass parallel over rows (`_data_pass`). On AMX CPUs the 1x1 convs take s8 x s8 AMX
+tiles instead (`conv_amx`, rules/amx.py). The knobs are samples (tunable); `default_schedule`
 fixes them from the shape and the family's registers.
 
 TVM's own `dot_16x4_vnni` intrinsic calls llvm.x86.avx512.vpdpbusd.512 with i32 vectors, which the LLVM
@@ -40,7 +40,8 @@ from .isa import isa_for
 LANES, DEPTH = 16, 4  # the packed weight block (frontends.integer.pack_weight)
 MAX_VECTORS = 4  # 16-channel vectors of a register block
 TILE_PIXELS = 128  # pixels of a row a parallel tile may span (its register blocks in turn, then their epilogue)
-AMX_RULE = "mnet.conv_u8i8.x86-amx"  # 1x1 convs on AMX tiles (rules/amx.py), the other u8i8 convs keep VNNI
+AMX_RULE = "mnet.conv_i8i8.x86-amx"  # 1x1 convs on AMX tiles (rules/amx.py), s8 x s8; the others keep VNNI
+AMX_BLOCK = "conv2d_nhwc_i8i8"
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,13 @@ def dot_isa(target: Target) -> DotIsa | None:
         return None
 
 
+def pointwise_form(target: Target) -> str | None:
+    """The 1x1 convs' operand form where it differs from `dot_form`: s8 x s8 on AMX tiles (`tdpbssd` reads the
+    int8 input as it is, so those kernels have no data pass), else None."""
+    isa = dot_isa(target)
+    return "i8i8" if isa is not None and isa.name == "x86-avx512-vnni" and has_amx(target) else None
+
+
 def dot_form(target: Target) -> str | None:
     """The operand form the integer graph gives the dense convs for `target` (frontends.integer.to_relax)."""
     isa = dot_isa(target)
@@ -166,23 +174,26 @@ def dot_form(target: Target) -> str | None:
 
 def annotate_func(func, isa: DotIsa, tiles: bool = False):
     """`func` with the family's rule on its dot-product conv block (and SKIP on the others), else `func`;
-    with `tiles`, a 1x1 conv AMX tiles can take gets the AMX rule and the permission block (rules/amx.py)."""
+    with `tiles`, an s8 x s8 1x1 conv (`pointwise_form`) gets the AMX rule and the permission block (rules/amx.py)."""
     sch = s_tir.Schedule(tvm.IRModule({"main": func}))
     root = sch.get_sblock("root")
     blocks = sch.get_child_blocks(root)
-    convs = [b for b in blocks if sch.get(b).name_hint == isa.block]
-    if len(convs) != 1:
+    names = [sch.get(b).name_hint for b in blocks]
+    if tiles and names.count(AMX_BLOCK) == 1 and _amx_fits(sch.get(blocks[names.index(AMX_BLOCK)])):
+        rule, conv = AMX_RULE, AMX_BLOCK
+    elif names.count(isa.block) == 1:
+        rule, conv = isa.rule, isa.block
+    else:
         return func
-    rule = AMX_RULE if tiles and _amx_fits(sch.get(convs[0])) else isa.rule
-    for b in blocks:
-        sch.annotate(b, RULE_KEY, rule if sch.get(b).name_hint == isa.block else SKIP)
+    for b, name in zip(blocks, names):
+        sch.annotate(b, RULE_KEY, rule if name == conv else SKIP)
     sch.annotate(root, RULE_KEY, SKIP)
     func = sch.mod["main"]
     return with_permission(func, {RULE_KEY: SKIP}) if rule == AMX_RULE else func
 
 
 def _amx_fits(conv) -> bool:
-    """A 1x1 u8i8 conv of stride 1 with 16-channel panels (the tiles' columns)."""
+    """A 1x1 conv of stride 1 with 16-channel panels (the tiles' columns)."""
     *_, taps_y, taps_x, _ = [int(iv.dom.extent) for iv in conv.iter_vars]
     out, data = conv.writes[0].source.shape, conv.reads[0].source.shape
     return (taps_y, taps_x) == (1, 1) and int(out[3]) % LANES == 0 and [int(d) for d in out[1:3]] == [int(d) for d in data[1:3]]
@@ -280,7 +291,7 @@ def conv_dot(sch: s_tir.Schedule, conv, isa: DotIsa, decide: dict | None = None)
 def amx_blocking(height: int, width: int, panels: int, cores: int) -> dict:
     """`rows` of the image x `nt` 16-channel panels per parallel tile (one intrinsic call): 2 panels (32
     channels) where the layer has them, and the most rows with at most 256 pixels that still give every core
-    its own rows (a core's tiles then read the rows its share of the data pass wrote). Rows outermost. Swept
+    its own rows. Rows outermost. Swept
     on 1.0-224's 1x1 convs (2 threads; rows x 1, 2 or 4 panels, one run): the best or within 7% of it but
     at 7x7 (15% and 70% slower there, the best blocking differing between the two 7x7 layers); with 4 panels per
     tile the epilogue's per-channel vectors spilled."""
@@ -290,10 +301,11 @@ def amx_blocking(height: int, width: int, panels: int, cores: int) -> dict:
 
 
 def conv_amx(sch: s_tir.Schedule, conv, decide: dict | None = None) -> list[s_tir.Schedule]:
-    """The 1x1 conv as AMX tile GEMMs (rules/amx.py): parallel over (row block, channel block) tiles, each
-    one intrinsic call (rows x width pixels x nt panels x K) followed by its epilogue. No knobs yet (the
+    """The 1x1 conv as AMX tile GEMMs (rules/amx.py) on its int8 input as it is (no data pass): parallel over
+    (row block, channel block) tiles, each one intrinsic call (rows x width pixels x nt panels x K) followed by
+    its epilogue. No knobs yet (the
     intrinsic is made for its block sizes): tuning measures `amx_blocking`'s choice for the current target."""
-    data = sch.get_producers(conv)[0]
+    sch.compute_inline(sch.get_producers(conv)[0])  # the data block of a 1x1 s8 conv: its input as it is
     epi = _epilogue(sch, conv)
     n, h, w, c, ry, rx, k = sch.get_loops(conv)
     height, width, channels, depth = (int(sch.get(loop).extent) for loop in (h, w, c, k))
@@ -308,7 +320,6 @@ def conv_amx(sch: s_tir.Schedule, conv, decide: dict | None = None) -> list[s_ti
     sch.parallel(par)
     _tile_epilogue(sch, epi, par)
     sch.tensorize(h1 if decide["rows"] > 1 else w, intrinsic(decide["rows"], width, decide["nt"], depth))
-    _data_pass(sch, data)
     return [sch]
 
 
