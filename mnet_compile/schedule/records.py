@@ -40,10 +40,6 @@ def json_database(directory: str, allow_missing: bool = True) -> ms.database.JSO
                                     allow_missing=allow_missing, module_equality="structural")  # fmt: skip
 
 
-def _load(directory: str) -> ms.database.JSONDatabase:
-    return json_database(directory, allow_missing=False)
-
-
 def _has(directory, suffix: str = "") -> bool:
     return all(os.path.isfile(os.path.join(directory, f + suffix)) for f in (WORKLOADS, RECORDS))
 
@@ -80,7 +76,7 @@ def load_records(directory) -> ms.database.Database | None:
     (the folder's files are never written), or None."""
     mem = ms.database.MemoryDatabase(module_equality="structural")
     if _has(directory):
-        _copy_best(_load(str(directory)), mem, top_k=1 << 20)
+        _copy_best(json_database(str(directory), allow_missing=False), mem, top_k=1 << 20)
         return mem
     if not _has(directory, ".gz"):
         return None
@@ -88,7 +84,7 @@ def load_records(directory) -> ms.database.Database | None:
         for name in (WORKLOADS, RECORDS):
             with gzip.open(os.path.join(directory, name + ".gz"), "rb") as src, open(os.path.join(tmp, name), "wb") as dst:
                 shutil.copyfileobj(src, dst)
-        _copy_best(_load(tmp), mem, top_k=1 << 20)
+        _copy_best(json_database(tmp, allow_missing=False), mem, top_k=1 << 20)
     return mem
 
 
