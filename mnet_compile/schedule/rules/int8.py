@@ -362,7 +362,7 @@ def annotate(mod: tvm.IRModule, target: Target) -> tvm.IRModule:
     isa = dot_isa(target)
     if isa is None:
         return mod
-    tiles = isa.name == "x86-avx512-vnni" and has_amx(target)
+    tiles = pointwise_form(target) is not None  # the 1x1 convs were given the AMX form
     updates = {}
     for gv, func in mod.functions.items():
         if isinstance(func, tirx.PrimFunc) and not func.attrs.get("tirx.is_scheduled", False):
