@@ -5,6 +5,7 @@ from __future__ import annotations
 import tvm
 
 from ..graph import passes
+from ..schedule import lowering
 from ..schedule.backends import BACKENDS
 
 
@@ -26,6 +27,6 @@ def compile_executable(mod: tvm.IRModule, preset, database=None, blocks: bool = 
         return passes.finalize(mod)
 
     with backend.scope(target):
-        executable = tvm.compile(mod, target, relax_pipeline=pipeline)
+        executable = tvm.compile(mod, target, relax_pipeline=pipeline, tir_pipeline=lowering.NAME)
     stats["transferred"] = sum(k["schedule"] == "transferred" for k in stats["per_kernel"].values())
     return executable, stats

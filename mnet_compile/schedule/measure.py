@@ -17,7 +17,7 @@ from tvm.s_tir.meta_schedule.runner import EvaluatorConfig, PyRunner
 from tvm.s_tir.meta_schedule.runner.local_runner import LocalRunnerFuture
 from tvm.s_tir.meta_schedule.runner.utils import alloc_argument_common, run_evaluator_common
 
-from . import interrupt
+from . import interrupt, lowering
 from .interrupt import INTERRUPTED
 
 EVALUATOR = EvaluatorConfig(number=1, repeat=5, min_repeat_ms=20, enable_cpu_cache_flush=False)
@@ -46,7 +46,7 @@ class InProcessBuilder(PyBuilder):
                 continue
             try:
                 mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(inp.mod)
-                rt_mod = tvm.compile(mod, target=inp.target)
+                rt_mod = tvm.compile(mod, target=inp.target, tir_pipeline=lowering.NAME)
                 path = os.path.join(tempfile.mkdtemp(prefix="mnet-ms-"), "kernel.so")
                 rt_mod.export_library(path, fcompile=self.fcompile)
                 results.append(BuilderResult(path, None))

@@ -17,14 +17,16 @@ def _divisors(n: int, limit: int) -> list[int]:
 def pointwise(height: int, width: int, vectors: int, isa: Isa, cores: int) -> dict:
     """1x1 conv: `mr` pixels x `nr` vectors of output channels of accumulators; each step loads `nr`
     weight vectors and broadcasts `mr` activations, so the score is FMAs per load, mr*nr / (mr + nr).
-    A block of pixels stays within an image row or spans whole rows (the epilogue then has a static
-    rectangular tile)."""
+    The accumulators, the step's `nr` weights and its broadcast must all fit the registers: 7 x 4 zmm
+    (33 of 32) spilled two accumulators in the inner loop, and 4 x 4 in its place took 0.65-0.79x the
+    time on the 112, 56 and 28 rows maps of 1.0-224 (AVX-512, 2 threads). A block of pixels stays within
+    an image row or spans at most 4 whole rows (a rectangle: the accumulator tile is exactly its size)."""
     rows = height * width
-    pixels = [d for d in _divisors(rows, 32) if width % d == 0 or d % width == 0]
+    pixels = [d for d in _divisors(rows, 32) if width % d == 0 or (d % width == 0 and d // width <= 4)]
     best = None
     for nr in _divisors(vectors, 8):
         for mr in pixels:
-            if mr * nr > isa.registers - 4:  # accumulators; the rest for weights and a broadcast
+            if mr * nr + nr + 1 > isa.registers:
                 continue
             tiles = (rows // mr) * (vectors // nr)
             score = mr * nr / (mr + nr) * min(1.0, tiles / (4 * cores))

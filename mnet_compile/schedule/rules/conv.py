@@ -20,7 +20,8 @@ from tvm import s_tir
 
 from .isa import ISAS, Isa
 
-MAX_ROWS = 32  # register-block rows (1x1) a sample may take
+MAX_ROWS = 32  # register-block pixels of a row (1x1) a sample may take
+MAX_BLOCK_ROWS = 4  # register-block rows of pixels (1x1) a sample may take
 MAX_VECTORS = 8  # register-block vectors of output channels (1x1)
 
 
@@ -76,17 +77,21 @@ def _conv1x1_sketch(sch, conv, isa, order, decide):
     epi = _fuse_epilogue(sch, conv)
     n, h, w, co, ry, rx, ci = sch.get_loops(conv)
     vec = simd_width(_extent(sch, co), isa.lanes)
-    m = sch.fuse(h, w)
-    rows, cols = _extent(sch, m), _extent(sch, co) // vec
-    m0, m1 = _tile(sch, m, 2, MAX_ROWS, decide and [rows // decide["mr"], decide["mr"]])
+    height, width, cols = _extent(sch, h), _extent(sch, w), _extent(sch, co) // vec
+    # The register block is h1 rows x w1 columns of pixels: a rectangle, so the accumulator tile is
+    # exactly its size (lowering.py keeps it on the stack, and LLVM in registers). `mr` pixels of the
+    # derived blocking lie within a row or span whole rows.
+    rows_in = decide and (decide["mr"] // width if decide["mr"] % width == 0 else 1)
+    h0, h1 = _tile(sch, h, 2, MAX_BLOCK_ROWS, decide and [height // rows_in, rows_in])
+    w0, w1 = _tile(sch, w, 2, MAX_ROWS, decide and [width // (decide["mr"] // rows_in), decide["mr"] // rows_in])
     cx, cv = sch.split(co, factors=[None, vec])
     n0, n1 = _tile(sch, cx, 2, MAX_VECTORS, decide and [cols // decide["nr"], decide["nr"]])
-    outer = [n, n0, m0] if order == "panel" else [n, m0, n0]
-    sch.reorder(*outer, ry, rx, ci, m1, n1, cv)
+    outer = [n, n0, h0, w0] if order == "panel" else [n, h0, w0, n0]
+    sch.reorder(*outer, ry, rx, ci, h1, w1, n1, cv)
     par = sch.fuse(*outer)
     sch.parallel(par)
-    sch.unroll(m1)
-    sch.unroll(n1)
+    for loop in (h1, w1, n1):
+        sch.unroll(loop)
     sch.vectorize(cv)
     if epi is not None:
         sch.reverse_compute_at(epi, par, preserve_unit_loops=True)
