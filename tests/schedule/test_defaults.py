@@ -12,7 +12,7 @@ from mnet_compile.graph.passes import fuse, optimize
 from mnet_compile.models import create_model
 from mnet_compile.schedule.records import family_for
 from mnet_compile.schedule.rules import default_schedule, isa_for
-from mnet_compile.schedule.rules.blocking import depthwise, pointwise, separable
+from mnet_compile.schedule.rules.blocking import depthwise, pointwise, separable, stem
 from mnet_compile.schedule.rules.isa import ISAS
 from mnet_compile.schedule.tunable import tunable_kernels
 
@@ -48,10 +48,11 @@ def _rule_kernels(mods, target, rule="mnet.", blocks=False):
 @pytest.mark.parametrize("target", [AVX512, pytest.param(AVX2, marks=pytest.mark.slow), pytest.param(NEON, marks=pytest.mark.slow)],
                          ids=["avx512", "avx2", "neon"])
 def test_default_schedule_for_every_paper_layer(paper_modules, target):
-    """Every 1x1 and depthwise layer of the 16 paper configurations gets a derived schedule that passes
+    """Every 1x1, depthwise and first layer of the 16 paper configurations gets a derived schedule that passes
     MetaSchedule's postprocs (no dynamic loop, parallel/vector rewrite, layout rewrite), deterministically."""
     kmods = _rule_kernels(paper_modules, target)
     assert len(kmods) > 60
+    assert all(len(_rule_kernels([mod], target, "mnet.stem3x3.")) == 1 for mod in paper_modules)  # the first conv
     for kmod in kmods:
         first = default_schedule(kmod, target)
         assert first is not None
@@ -93,6 +94,9 @@ def test_blocking_fits_the_registers():
             s = separable(height, width, vectors, vectors, isa, cores=2)
             assert height % s["rows"] == 0 and (s["rows"] * width) % s["mr"] == 0 and s["rows"] % s["h1"] == 0
             assert s["mr"] * s["nr"] + s["nr"] + 1 <= isa.registers and width % s["w1"] == 0
+            t = stem(height, width, vectors, isa, cores=2)
+            assert t["w1"] * t["c1"] <= 16 and t["w1"] * t["c1"] + t["c1"] + 1 <= isa.registers
+            assert width % t["w1"] == 0 and vectors % t["c1"] == 0
     # AVX-512: 4 x 4 where the row allows it, 14 pixels x 2 vectors at 14x14 (28 + 2 + 1 of 32 zmm);
     # never 7 x 4, whose 28 accumulators leave 4 registers for 4 weights and a broadcast.
     assert pointwise(56, 56, 8, ISAS["x86-avx512"], 2) == {"mr": 4, "nr": 4, "order": "panel"}

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 from tvm import tirx
 from tvm.s_tir import meta_schedule as ms
 
+from mnet_compile.schedule.rules import default_schedule
 from mnet_compile.schedule.tunable import tunable_kernels
 
 from .blocks import TARGET, fused_of, rule_of, run_kernel, separable_block
@@ -55,3 +58,25 @@ def test_custom_rules_match_unscheduled_kernels(cin, cout, stride, res, blocks):
                 got = run_kernel(sch.mod, [a.copy() for a in inputs])
                 np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     assert seen == ({"mnet.sepblock.x86-avx2"} if blocks else {"mnet.dw3x3.x86-avx2", "mnet.conv1x1.x86-avx2"})
+
+
+def test_first_conv_rule_matches_the_unscheduled_kernel():
+    """A network's first conv (3x3, stride 2, RGB in) takes the stem rule; its sketch (two knob samples) and its
+    derived default compute what the unscheduled kernel computes, inside the parallel loop, vectorized."""
+    torch.manual_seed(0)
+    first = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU()).eval()
+    _, found = tunable_kernels(fused_of(first, (1, 3, 32, 32)), TARGET)
+    (kmod,) = [k for _gv, func, k in found if rule_of(func) == {"mnet.stem3x3.x86-avx2"}]
+    rng = np.random.default_rng(0)
+    shapes = [[int(d) for d in info.shape] for info in ms.arg_info.ArgInfo.from_prim_func(kmod["main"])]
+    inputs = [rng.standard_normal(shape).astype("float32") for shape in shapes]
+    expected = run_kernel(kmod, [a.copy() for a in inputs])
+    schedules = [default_schedule(kmod, TARGET)]
+    for seed in (1, 2):
+        ctx = ms.TuneContext(mod=kmod, target=TARGET, space_generator="post-order-apply", rand_state=seed)
+        (sch,) = ctx.generate_design_space()
+        assert all(p.apply(sch) for p in ctx.space_generator.postprocs)
+        schedules.append(sch)
+    for sch in schedules:
+        assert_parallel_and_vectorized(sch)
+        np.testing.assert_allclose(run_kernel(sch.mod, [a.copy() for a in inputs]), expected, rtol=1e-5, atol=1e-5)

@@ -16,6 +16,7 @@ from .isa import Isa, isa_for
 RULE_KEY = "schedule_rule"
 SKIP = "None"  # ApplyCustomRule leaves such a block alone and the default rules skip it too
 LAYOUT_FREE = "layout_free_buffers"
+STEM_CHANNELS = 4  # input channels of a first conv (RGB), each of its 9 taps unrolled per channel
 
 
 def _shape(buf) -> tuple[int, ...]:
@@ -23,7 +24,8 @@ def _shape(buf) -> tuple[int, ...]:
 
 
 def classify(sch: s_tir.Schedule, block) -> str | None:
-    """'dw3x3' for a 3x3 depthwise NHWC conv, 'conv1x1' for a 1x1 NHWC conv (HWIO weights), else None."""
+    """'dw3x3' for a 3x3 depthwise NHWC conv, 'conv1x1' for a 1x1 NHWC conv (HWIO weights), 'stem3x3' for a
+    float32 3x3 NHWC conv of at most STEM_CHANNELS input channels (a network's first conv), else None."""
     stmt = sch.get(block)
     name = stmt.name_hint
     if len(stmt.iter_vars) != 7 or len(stmt.reads) != 2 or len(stmt.writes) != 1:
@@ -39,6 +41,9 @@ def classify(sch: s_tir.Schedule, block) -> str | None:
         return "dw3x3" if weight[3] == out[3] else None
     if name.startswith("conv2d_nhwc") and weight[:2] == (1, 1) and weight[3] == out[3]:
         return "conv1x1"
+    floats = all(str(r.source.dtype) == "float32" for r in (*stmt.reads, *stmt.writes))
+    if name.startswith("conv2d_nhwc") and weight[:2] == (3, 3) and weight[2] <= STEM_CHANNELS and floats:
+        return "stem3x3"
     return None
 
 

@@ -59,6 +59,19 @@ def depthwise(height: int, width: int, vectors: int, isa: Isa, cores: int, exact
     return {"h1": h1, "w1": w1, "c1": c1, "order": "rows"}
 
 
+def stem(height: int, width: int, vectors: int, isa: Isa, cores: int) -> dict:
+    """A first conv (3x3, few input channels): `w1` columns x `c1` channel vectors of accumulators, at most
+    16 of them (a tap broadcasts `w1` inputs and loads `c1` weight vectors; the step's operands fit beside
+    them), the most accumulators, then the most channel vectors per tap."""
+    best = None
+    for c1 in _divisors(vectors, 4):
+        for w1 in _divisors(width, 16):
+            if w1 * c1 <= 16 and w1 * c1 + c1 + 1 <= isa.registers and (best is None or (w1 * c1, c1) > best[0]):
+                best = ((w1 * c1, c1), w1, c1)
+    _, w1, c1 = best
+    return {"w1": w1, "c1": c1}
+
+
 def separable(height: int, width: int, in_vectors: int, out_vectors: int, isa: Isa, cores: int) -> dict:
     """A depthwise + 1x1 block (graph/blocks.py): tiles of `rows` output rows, 4 on maps of 56 rows or more
     and 2 below (measured on AVX-512, 1.0-224: 1-row tiles lose the depthwise's two-row blocking, 7-row

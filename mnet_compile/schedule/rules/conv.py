@@ -132,6 +132,36 @@ def _depthwise_sketch(sch, conv, isa, order, decide):
     return sch
 
 
+def stem_3x3(sch: s_tir.Schedule, conv, isa: Isa, decide: dict | None = None) -> list[s_tir.Schedule]:
+    """A network's first conv (3x3, few input channels): parallel over (output row, channel block); per row,
+    column tiles of `w1` pixels x `c1` channel vectors of accumulators, each of the 9 x Cin taps unrolled
+    (a broadcast input, `c1` weight vectors), the tile's zero-padded input produced inside it."""
+    return [_stem_sketch(sch.copy(), conv, isa, decide)]
+
+
+def _stem_sketch(sch, conv, isa, decide):
+    pads = sch.get_producers(conv)
+    epi = _fuse_epilogue(sch, conv)
+    n, h, w, c, ry, rx, rc = sch.get_loops(conv)
+    vec = simd_width(_extent(sch, c), isa.lanes)
+    width, cvecs = _extent(sch, w), _extent(sch, c) // vec
+    w0, w1 = _tile(sch, w, 2, 16, decide and [width // decide["w1"], decide["w1"]])
+    cx, cv = sch.split(c, factors=[None, vec])
+    c0, c1 = _tile(sch, cx, 2, 4, decide and [cvecs // decide["c1"], decide["c1"]])
+    sch.reorder(n, h, c0, w0, ry, rx, rc, w1, c1, cv)
+    par = sch.fuse(n, h, c0)
+    sch.parallel(par)
+    for loop in (ry, rx, rc, w1, c1):
+        sch.unroll(loop)
+    sch.vectorize(cv)
+    if epi is not None:
+        sch.reverse_compute_at(epi, w0, preserve_unit_loops=True)
+        _vectorize_innermost(sch, epi, vec)
+    for pad in pads:  # the padded input of one column tile
+        sch.compute_at(pad, w0, preserve_unit_loops=True)
+    return sch
+
+
 def separable_block(sch: s_tir.Schedule, conv, isa: Isa, decide: dict | None = None) -> list[s_tir.Schedule]:
     """Sketches of a depthwise + 1x1 kernel (`conv` is the 1x1): inside a row tile, channel-panel-major or
     pixel-block-major 1x1 blocks."""
@@ -197,7 +227,7 @@ def _separable_sketch(sch, conv, isa, order, decide):
     return sch
 
 
-RULES = {"conv1x1": conv_1x1, "dw3x3": depthwise_3x3, "sepblock": separable_block}
+RULES = {"conv1x1": conv_1x1, "dw3x3": depthwise_3x3, "sepblock": separable_block, "stem3x3": stem_3x3}
 
 
 def _register() -> None:

@@ -9,7 +9,7 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.target import Target
 
 from .annotate import RULE_KEY
-from .blocking import depthwise, pointwise, separable
+from .blocking import depthwise, pointwise, separable, stem
 from .conv import RULES, simd_width
 from .isa import ISAS
 
@@ -30,6 +30,8 @@ def _decisions(sch: s_tir.Schedule, block, kind: str, isa, cores: int) -> dict:
     vectors = out[3] // simd_width(out[3], isa.lanes)
     if kind == "conv1x1":
         return pointwise(out[1], out[2], vectors, isa, cores)
+    if kind == "stem3x3":
+        return stem(out[1], out[2], vectors, isa, cores)
     if kind == "sepblock":
         cin = int(sch.get(block).reads[0].source.shape[3])
         return separable(out[1], out[2], cin // simd_width(cin, isa.lanes), vectors, isa, cores)
