@@ -451,8 +451,23 @@ def preprocess(image: np.ndarray, manifest: dict, resize: bool = True) -> np.nda
     return np.ascontiguousarray(x, dtype=manifest["input"].get("dtype", "float32"))
 
 
+def _input_buffer(tvm, shape, dtype, device):
+    """The input tensor every call reuses (64-byte aligned, as the kernels assume) and a numpy view of it, or
+    (None, None) where there is no host view (a GPU, a numpy without DLPack): then each call copies anew.
+    A fresh tensor per call cost 43 us at 1x3x128x128 here, a copy into the view 9 us."""
+    if device.dlpack_device_type() != tvm.cpu().dlpack_device_type():
+        return None, None
+    try:
+        buffer = tvm.runtime.empty(shape, dtype, device)
+        view = np.from_dlpack(buffer)
+    except (AttributeError, TypeError, BufferError, RuntimeError):
+        return None, None
+    return (buffer, view) if view.flags.writeable and view.shape == tuple(shape) else (None, None)
+
+
 class CompiledModel:
-    """A loaded artifact: call it on an input array to get the logits."""
+    """A loaded artifact: call it on an input array to get the logits. One call at a time per loaded model
+    (TVM's VM is not reentrant, and every call reuses one input buffer); load it once per thread."""
 
     def __init__(self, path: str, manifest: dict, device=None):
         import tvm
@@ -482,6 +497,7 @@ class CompiledModel:
                 raise ArtifactError(f"artifact {path} needs a {self.device} device, which this machine lacks")
             self._vm = VirtualMachine(library, self.device)
             self._main = self._vm["main"]
+            self._input, self._staging = _input_buffer(tvm, self.input_shape, self.input_dtype, self.device)
         except ArtifactError:
             raise
         except Exception as exc:
@@ -519,7 +535,10 @@ class CompiledModel:
                 raise ArtifactError(f"the manifest of {self.path} says the output is probabilities, but it does not sum to 1")
 
     def _run(self, x: np.ndarray):
-        return self._main(self._tensor(x, self.device))
+        if self._staging is None:
+            return self._main(self._tensor(x, self.device))
+        np.copyto(self._staging, x)  # into the kernels' aligned input buffer: no allocation per call
+        return self._main(self._input)
 
     @staticmethod
     def _output(out) -> np.ndarray:
