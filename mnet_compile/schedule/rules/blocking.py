@@ -7,6 +7,7 @@ enough parallel tiles for every core.
 
 from __future__ import annotations
 
+from .conv import MAX_BLOCK_ROWS
 from .isa import Isa
 
 
@@ -18,11 +19,10 @@ def pointwise(height: int, width: int, vectors: int, isa: Isa, cores: int) -> di
     """1x1 conv: `mr` pixels x `nr` vectors of output channels of accumulators; each step loads `nr`
     weight vectors and broadcasts `mr` activations, so the score is FMAs per load, mr*nr / (mr + nr).
     The accumulators, the step's `nr` weights and its broadcast must all fit the registers: 7 x 4 zmm
-    (33 of 32) spilled two accumulators in the inner loop, and 4 x 4 in its place took 0.65-0.79x the
-    time on the 112, 56 and 28 rows maps of 1.0-224 (AVX-512, 2 threads). A block of pixels stays within
-    an image row or spans at most 4 whole rows (a rectangle: the accumulator tile is exactly its size)."""
+    (33 of 32) spilled two accumulators inside the reduction loop. A block of pixels lies within an image
+    row or spans at most MAX_BLOCK_ROWS whole rows (a rectangle: the accumulator tile is exactly its size)."""
     rows = height * width
-    pixels = [d for d in _divisors(rows, 32) if width % d == 0 or (d % width == 0 and d // width <= 4)]
+    pixels = [d for d in _divisors(rows, 32) if width % d == 0 or (d % width == 0 and d // width <= MAX_BLOCK_ROWS)]
     best = None
     for nr in _divisors(vectors, 8):
         for mr in pixels:
