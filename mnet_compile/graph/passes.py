@@ -101,6 +101,16 @@ def dense_as_conv(mod, _ctx):
     return _mutate_relax_functions(mod, _DenseAsConv)
 
 
+def with_functions(mod: tvm.IRModule, updates: dict) -> tvm.IRModule:
+    """A copy of `mod` with the functions in `updates` (global var -> function) replaced; `mod` if none."""
+    if not updates:
+        return mod
+    out = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
+    for gv, func in updates.items():
+        out[gv] = func
+    return out
+
+
 def optimize(mod: tvm.IRModule, lanes: int | None = None) -> tvm.IRModule:
     """Graph-level rewrites on the imported module: fold BN into the convs, fold constants, go NHWC,
     and (for a CPU with `lanes`-wide vectors) pad channel counts to the vector width."""

@@ -18,6 +18,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir import meta_schedule as ms
 from tvm.target import Target
 
+from ..graph.passes import with_functions
 from .rules import default_schedule as derived_schedule
 from .transfer import TransferIndex, transferred_schedule
 from .tunable import tunable_kernels
@@ -126,7 +127,4 @@ def schedule_kernels(fused_mod: tvm.IRModule, target: Target, database: ms.Datab
                 except RuntimeError:  # no valid sample (a few GPU kernels): left to the caller's fallback
                     continue
             updates[gv] = _restore_attrs(new, func)
-    out = tvm.IRModule(dict(mod.functions), attrs=mod.attrs) if updates else mod
-    for gv, func in updates.items():
-        out[gv] = func
-    return out, applied, total
+    return with_functions(mod, updates), applied, total

@@ -16,6 +16,8 @@ from __future__ import annotations
 import tvm
 from tvm import tirx
 
+from ..graph.passes import with_functions
+
 STACK_LIMIT = 32 * 64  # bytes: 32 zmm registers; larger tile buffers keep TVM's workspace pool
 _KEY = "disable_lower_builtin"  # LowerTVMBuiltin leaves an AllocBuffer so annotated to LLVM (a stack slot)
 NAME = "mnet"  # tvm.compile(..., tir_pipeline=NAME)
@@ -70,12 +72,7 @@ def stack_tiles(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     for gv, func in mod.functions.items():
         if isinstance(func, tirx.PrimFunc) and not (body := _on_stack(func.body, False)).same_as(func.body):
             updates[gv] = func.with_body(body)
-    if not updates:
-        return mod
-    out = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
-    for gv, func in updates.items():
-        out[gv] = func
-    return out
+    return with_functions(mod, updates)
 
 
 def _pipeline():

@@ -11,6 +11,7 @@ import tvm
 from tvm import s_tir, tirx
 from tvm.target import Target
 
+from ...graph.passes import with_functions
 from .isa import Isa, isa_for
 
 RULE_KEY = "schedule_rule"
@@ -113,9 +114,4 @@ def annotate(mod: tvm.IRModule, target: Target) -> tvm.IRModule:
             new = _annotate_func(func, isa)
             if not new.same_as(func):
                 updates[gv] = new
-    if not updates:
-        return mod
-    mod = mod.shallow_copy() if hasattr(mod, "shallow_copy") else tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
-    for gv, func in updates.items():
-        mod[gv] = func
-    return mod
+    return with_functions(mod, updates)

@@ -32,6 +32,7 @@ from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 from tvm.target import Target, codegen
 
+from ...graph.passes import with_functions
 from .amx import has_amx, intrinsic, with_permission
 from .annotate import RULE_KEY, SKIP
 from .default import postprocess
@@ -369,9 +370,4 @@ def annotate(mod: tvm.IRModule, target: Target) -> tvm.IRModule:
             new = annotate_func(func, isa, tiles)
             if not new.same_as(func):
                 updates[gv] = new
-    if not updates:
-        return mod
-    mod = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
-    for gv, func in updates.items():
-        mod[gv] = func
-    return mod
+    return with_functions(mod, updates)
