@@ -307,7 +307,7 @@ def tune_model(request: CompileRequest, trials: int, work_dir: str | None = None
     log(f"tuning {trials} trials into {work_dir} (rerun to resume)")
     try:
         known = shipped_database(family_for(preset.tvm))
-        tune(fuse(mod, fuses_blocks(request, preset)), preset.tvm, str(work_dir), trials, progress=progress, builder=builder, runner=runner,
+        tune(fuse(mod, fuses_blocks(request, preset), preset.backend == "cpu"), preset.tvm, str(work_dir), trials, progress=progress, builder=builder, runner=runner,
              minutes=minutes, known=known, log=log, cold_cache=cold_cache)  # fmt: skip
     except Exception:
         if runner is not None and runner.failure is not None:  # the tracker or device failed: one line

@@ -22,7 +22,7 @@ def compile_executable(mod: tvm.IRModule, preset, database=None, blocks: bool = 
 
     @tvm.transform.module_pass(opt_level=0, name="MnetPipeline")
     def pipeline(mod, _ctx):
-        fused = passes.fuse(mod, blocks)
+        fused = passes.fuse(mod, blocks, preset.backend == "cpu")
         mod, stats["tuned"], stats["kernels"] = backend.schedule(fused, target, database, stats["per_kernel"])
         return passes.finalize(mod)
 

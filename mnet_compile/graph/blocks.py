@@ -17,60 +17,17 @@ tuned records of the separate kernels showed no gain yet (README), so it is opt-
 from __future__ import annotations
 
 import tvm
-from tvm import relax, s_tir
+from tvm import relax
+
+from .groups import conv_kind, merge_groups, rebuilt_main, shape, use_counts
 
 MIN_ROWS = 28
-_CONV_BLOCKS = ("conv2d_nhwc", "group_conv2d_nhwc", "depthwise_conv2d_nhwc")
-
-
-def _shape(sinfo) -> tuple[int, ...] | None:
-    shape = getattr(sinfo, "shape", None)
-    if shape is None or str(getattr(sinfo, "dtype", "")) != "float32":
-        return None
-    try:
-        return tuple(int(d) for d in shape.values)
-    except (AttributeError, TypeError):
-        return None
-
-
-def _conv_kind(mod: tvm.IRModule, group: relax.Function) -> str | None:
-    """'dw3x3' (stride 1), 'dw3x3-strided' or 'conv1x1' for a fused group that is one NHWC conv of its first parameter (weights HWIO)
-    followed by elementwise ops of the conv's output shape; else None."""
-    bindings = [b for block in group.body.blocks for b in block.bindings]
-    calls = [b.value for b in bindings]
-    if not calls or not all(isinstance(c, relax.Call) and c.op.name == "relax.call_tir" for c in calls):
-        return None
-    conv_args = calls[0].args[1].fields
-    if len(group.params) < 2 or len(conv_args) != 2 or not conv_args[0].same_as(group.params[0]):
-        return None
-    x, weight, out = (_shape(group.params[0].ty), _shape(conv_args[1].ty), _shape(bindings[0].var.ty))
-    if x is None or weight is None or out is None or len(x) != 4 or len(weight) != 4:
-        return None
-    if any(_shape(b.var.ty) != out for b in bindings):
-        return None
-    sch = s_tir.Schedule(tvm.IRModule({"main": mod[calls[0].args[0]]}))
-    names = {str(sch.get(block).name_hint) for block in sch.get_child_blocks(sch.get_sblock("root"))}
-    if not names & set(_CONV_BLOCKS):
-        return None
-    if weight[:3] == (3, 3, 1) and weight[3] == x[3] == out[3]:
-        return "dw3x3" if out[1:3] == x[1:3] else "dw3x3-strided"
-    if weight[:2] == (1, 1) and weight[2] == x[3] and out[:3] == x[:3]:
-        return "conv1x1"
-    return None
 
 
 def _conv_name(mod: tvm.IRModule, group) -> str:
     """The name of a group's conv kernel (conv2d5): a fused block is named block_<depthwise>_<1x1>."""
     first = mod[group].body.blocks[0].bindings[0].value
     return first.args[0].name_hint
-
-
-def _merged(dw: relax.Function, pw: relax.Function) -> relax.Function:
-    """One primitive function: the depthwise group's bindings, then the 1x1 group's reading their result."""
-    pw = pw.bind_params({pw.params[0]: dw.body.body})
-    bindings = [b for f in (dw, pw) for block in f.body.blocks for b in block.bindings]
-    body = relax.SeqExpr([relax.DataflowBlock(bindings)], pw.body.body)
-    return relax.Function(list(dw.params) + list(pw.params), body, pw.ret_ty).with_attr("Primitive", True)
 
 
 @tvm.transform.module_pass(opt_level=0, name="FuseSeparableBlocks")
@@ -81,17 +38,12 @@ def fuse_separable_blocks(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     if len(main.body.blocks) != 1:
         return mod
     kinds = {
-        gv: _conv_kind(mod, f)
+        gv: conv_kind(mod, f)
         for gv, f in mod.functions_items()
         if isinstance(f, relax.Function) and f.attrs is not None and f.attrs.get("Primitive")
     }
     bindings = list(main.body.blocks[0].bindings)
-    uses: dict = {}
-    for b in bindings:
-        for v in relax.analysis.free_vars(b.value):
-            uses[v] = uses.get(v, 0) + 1
-    for v in relax.analysis.free_vars(main.body.body):
-        uses[v] = uses.get(v, 0) + 1
+    uses = use_counts(main)
     producer = {b.var: b.value for b in bindings}
     pairs: dict = {}  # 1x1 binding var -> (depthwise call, 1x1 call)
     for b in bindings:
@@ -99,7 +51,7 @@ def fuse_separable_blocks(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         if not (isinstance(call, relax.Call) and kinds.get(call.op) == "conv1x1"):
             continue
         src = producer.get(call.args[0])
-        out_rows = _shape(b.var.ty)[1]
+        out_rows = shape(b.var.ty)[1]
         if src is None or uses.get(call.args[0]) != 1 or kinds.get(getattr(src, "op", None)) != "dw3x3":
             continue
         if out_rows >= MIN_ROWS:
@@ -111,7 +63,7 @@ def fuse_separable_blocks(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
     for dw_call, pw_call in pairs.values():
         key = (dw_call.op, pw_call.op)
         if key not in merged:
-            func = _merged(mod[dw_call.op], mod[pw_call.op])
+            func = merge_groups(mod[dw_call.op], mod[pw_call.op])
             merged[key] = builder.add_func(func, f"block_{_conv_name(mod, dw_call.op)}_{_conv_name(mod, pw_call.op)}")
     new = [
         relax.VarBinding(b.var, relax.Call(merged[(p[0].op, p[1].op)], list(p[0].args) + list(p[1].args[1:])))
@@ -119,6 +71,4 @@ def fuse_separable_blocks(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         else b
         for b in bindings
     ]
-    body = relax.SeqExpr([relax.DataflowBlock(new)], main.body.body)
-    builder.update_func(mod.get_global_var("main"), relax.Function(main.params, body, main.ret_ty, main.is_pure, main.attrs))
-    return relax.transform.DeadCodeElimination()(relax.transform.Normalize()(builder.get()))
+    return rebuilt_main(mod, builder, new)

@@ -9,6 +9,7 @@ from tvm.ir.expr import GenericConst, Var
 from tvm.ir.prim.expr import FloatImm
 
 from .blocks import fuse_separable_blocks
+from .input_layout import fuse_input_transpose
 from .padding import pad_channels
 
 # Convolutions run in NHWC with HWIO weights: a 1x1 conv is then a plain (H*W, Cin) x (Cin, Cout) matmul,
@@ -128,9 +129,10 @@ def optimize(mod: tvm.IRModule, lanes: int | None = None) -> tvm.IRModule:
     return dense_as_conv(pad_channels(mod, lanes)) if lanes else mod
 
 
-def fuse(mod: tvm.IRModule, blocks: bool = False) -> tvm.IRModule:
+def fuse(mod: tvm.IRModule, blocks: bool = False, input_transpose: bool = True) -> tvm.IRModule:
     """Lower operators to TIR and fuse them into kernels: the module MetaSchedule tunes and looks up. With
-    `blocks`, a depthwise conv and the 1x1 conv after it become one kernel where that pays (blocks.py)."""
+    `blocks`, a depthwise conv and the 1x1 conv after it become one kernel where that pays (blocks.py); with
+    `input_transpose` (CPU), the input's NCHW -> NHWC transpose joins the first conv's kernel (input_layout.py)."""
     return tvm.transform.Sequential(
         [
             relax.transform.LegalizeOps(),
@@ -138,6 +140,7 @@ def fuse(mod: tvm.IRModule, blocks: bool = False) -> tvm.IRModule:
             relax.transform.FoldConstant(),
             relax.transform.FuseOps(),
             *([fuse_separable_blocks] if blocks else []),
+            *([fuse_input_transpose] if input_transpose else []),
             relax.transform.FuseTIR(),
         ]
     )(mod)

@@ -11,13 +11,13 @@ import tvm
 from tvm import s_tir, tirx
 from tvm.target import Target
 
+from ...graph.groups import STEM_CHANNELS  # input channels of a first conv; its 9 x Cin taps are unrolled
 from ...graph.passes import with_functions
 from .isa import Isa, isa_for
 
 RULE_KEY = "schedule_rule"
 SKIP = "None"  # ApplyCustomRule leaves such a block alone and the default rules skip it too
 LAYOUT_FREE = "layout_free_buffers"
-STEM_CHANNELS = 4  # input channels of a first conv (RGB), each of its 9 taps unrolled per channel
 
 
 def _shape(buf) -> tuple[int, ...]:

@@ -135,12 +135,15 @@ def _depthwise_sketch(sch, conv, isa, order, decide):
 def stem_3x3(sch: s_tir.Schedule, conv, isa: Isa, decide: dict | None = None) -> list[s_tir.Schedule]:
     """A network's first conv (3x3, few input channels): parallel over (output row, channel block); per row,
     column tiles of `w1` pixels x `c1` channel vectors of accumulators, each of the 9 x Cin taps unrolled
-    (a broadcast input, `c1` weight vectors), the tile's zero-padded input produced inside it."""
+    (a broadcast input, `c1` weight vectors), the tile's zero-padded input produced inside it, straight from
+    the NCHW image where the input's transpose is in the kernel (graph/input_layout.py)."""
     return [_stem_sketch(sch.copy(), conv, isa, decide)]
 
 
 def _stem_sketch(sch, conv, isa, decide):
     pads = sch.get_producers(conv)
+    for layout in (p for pad in pads for p in sch.get_producers(pad)):  # the input's transpose
+        sch.compute_inline(layout)
     epi = _fuse_epilogue(sch, conv)
     n, h, w, c, ry, rx, rc = sch.get_loops(conv)
     vec = simd_width(_extent(sch, c), isa.lanes)
