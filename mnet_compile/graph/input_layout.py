@@ -38,7 +38,8 @@ def fuse_input_transpose(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         return mod
     bindings = list(main.body.blocks[0].bindings)
     uses = use_counts(main)
-    transposes = {b.var: (b.value, g) for b in bindings if uses.get(b.var) == 1 and (g := _transpose_group(mod, b.value, set(main.params)))}
+    inputs = set(main.params)
+    transposes = {b.var: (b.value, g) for b in bindings if uses.get(b.var) == 1 and (g := _transpose_group(mod, b.value, inputs))}
     builder = relax.BlockBuilder(mod)
     new, changed = [], False
     for b in bindings:
