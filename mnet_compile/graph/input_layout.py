@@ -1,5 +1,5 @@
 """The input's layout change inside the first conv's kernel. ConvertLayout turns the NCHW image into NHWC with
-a transpose kernel of its own: a pass over the image, on one core, before the first conv starts. Merged into
+a transpose kernel of its own: a pass over the image, written to memory, before the first conv starts. Merged into
 the first conv's group after FuseOps, it becomes part of that kernel, where the stem schedule inlines it into
 the padded input tiles (`schedule/rules/conv.py`, `stem_3x3`): the conv reads the NCHW image directly."""
 
