@@ -8,7 +8,9 @@ x86-avx512 rule, a 3x3 depthwise, the first conv under MetaSchedule's generic ru
 the one with the same channel counts whose spatial extents differ least (`distance`). The record's trace is replayed on the new kernel with every
 `sample_perfect_tile` decision refitted (each inner factor the largest divisor of what is left of the new
 extent that is not larger than the tuned one), then postprocessed like any tuning candidate; a trace that
-does not replay or that a postproc rejects is skipped for the next record.
+does not replay or that a postproc rejects is skipped for the next record. A kernel of a one-sketch conv
+rule replays the record's tile decisions on its own sketch instead, so that the parallel order is the one
+its own shape derives (rules/conv.py, `tile_order`), not the tuned kernel's.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.target import Target
 
 from .rules.annotate import RULE_KEY
-from .rules.default import postprocess
+from .rules.default import own_sketch, postprocess
 
 NEAREST = 3  # tuned kernels tried, nearest first
 RECORDS = 2  # records tried per tuned kernel, best first
@@ -97,14 +99,21 @@ def refit_tile(decision: list[int], extent: int, max_innermost: int) -> list[int
 
 
 def replay(trace, kmod: tvm.IRModule, target: Target) -> s_tir.Schedule | None:
-    """`trace` (tuned on another shape) applied to `kmod` with refitted tiles and postprocessed, or None."""
+    """`trace` (tuned on another shape) applied to `kmod` with refitted tiles and postprocessed, or None;
+    for a kernel of a one-sketch rule, its own sketch with the trace's tile decisions, refitted."""
     sch = s_tir.Schedule(kmod, enable_check=False, error_render_level="none")
+    tiles = [trace.decisions[inst] for inst in trace.insts if inst.kind.name == "SamplePerfectTile"]
+    sketch = own_sketch(kmod)
+    if sketch is not None:
+        if len(tiles) != sum(inst.kind.name == "SamplePerfectTile" for inst in sketch.trace.insts):
+            return None  # a record of an older form of the rule
+        trace, tuned = sketch.trace, iter(tiles)
 
     def refit(inst, inputs, attrs, decision):
         if inst.kind.name != "SamplePerfectTile":
             return decision
         extent = int(sch.get(inputs[0]).extent)
-        return refit_tile([int(d) for d in decision], extent, int(attrs[1]))
+        return refit_tile([int(d) for d in (next(tuned) if sketch is not None else decision)], extent, int(attrs[1]))
 
     try:
         trace.apply_to_schedule(sch, remove_postproc=True, decision_provider=refit)

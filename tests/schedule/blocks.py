@@ -51,3 +51,9 @@ def run_kernel(kmod: tvm.IRModule, inputs: list[np.ndarray]) -> np.ndarray:
 def rule_of(func) -> set[str]:
     """The custom rules named by the kernel's block annotations."""
     return set(re.findall(r'"schedule_rule": "(mnet\.[^"]+)"', func.script()))
+
+
+def parallel_loop(func) -> str:
+    """The name of a scheduled kernel's parallel loop: the fused loops' names, outermost first."""
+    (line,) = [line for line in func.script().splitlines() if "T.parallel" in line]
+    return line.split()[1]

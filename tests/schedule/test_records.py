@@ -96,3 +96,30 @@ def test_avx512_records_cover_the_paper_grid():
         schedule_kernels(fused, AVX512, db, report)
         convs = {name: k["schedule"] for name, k in report.items() if "conv" in name}
         assert len(convs) >= 20 and set(convs.values()) == {"record"}, (alpha, res, convs)
+
+
+@pytest.mark.parametrize("family", ["x86-avx512", "x86-avx2"])
+def test_shipped_records_split_tiles_as_the_rules_derive(family):
+    """Every shipped 1x1 and depthwise record splits its parallel tiles in the order the rule derives from
+    the shape (rules/conv.py, tile_order): an order picked by timing kernels alone is not shipped."""
+    from tvm import s_tir
+
+    from mnet_compile.schedule.kernels import replayed
+    from mnet_compile.schedule.rules.conv import tile_order
+    from mnet_compile.schedule.rules.default import _rule_block
+
+    from .blocks import parallel_loop
+
+    db = shipped_database(family)
+    checked = 0
+    for rec in db.get_all_tuning_records():
+        sch = s_tir.Schedule(rec.workload.mod)
+        found = _rule_block(sch)
+        if found is None or found[1] not in ("conv1x1", "dw3x3"):
+            continue
+        _, height, width, channels = (int(d) for d in sch.get(found[0]).writes[0].source.shape)
+        rows = found[1] == "dw3x3" or tile_order(height, width, channels) == "row"
+        loops = parallel_loop(replayed(rec.trace, rec.workload.mod).mod["main"]).split("_")
+        assert (loops[1] in ("yy", "y")) == rows, (found[1], height, width, channels, loops)  # after the batch
+        checked += 1
+    assert checked > 50

@@ -12,9 +12,11 @@ from tvm.s_tir import meta_schedule as ms
 from mnet_compile.schedule.rules import default_schedule
 from mnet_compile.schedule.tunable import tunable_kernels
 
-from .blocks import TARGET, fused_of, rule_of, run_kernel, separable_block
+from .blocks import TARGET, fused_of, parallel_loop, rule_of, run_kernel, separable_block
 
-CASES = [(20, 12, 1, 14), (12, 20, 2, 16)]  # channel counts that are no multiple of 8 lanes
+# channel counts that are no multiple of 8 lanes; the last 1x1 (2x2 pixels, 40 channels: weights 10x its
+# input) takes channel-panel tiles, the others pixel-major ones
+CASES = [(20, 12, 1, 14), (12, 20, 2, 16), (12, 40, 2, 4)]
 
 
 def assert_parallel_and_vectorized(sch) -> None:
@@ -48,10 +50,10 @@ def test_custom_rules_match_unscheduled_kernels(cin, cout, stride, res, blocks):
         shapes = [[int(d) for d in info.shape] for info in ms.arg_info.ArgInfo.from_prim_func(func)]
         inputs = [rng.standard_normal(shape).astype("float32") for shape in shapes]
         expected = run_kernel(kmod, [a.copy() for a in inputs])
-        for seed in (1, 2):  # every sketch (order of the parallel tiles), two samples of its knobs
+        for seed in (1, 2):  # every sketch (the block's two 1x1 orders inside a tile), two samples of its knobs
             ctx = ms.TuneContext(mod=kmod, target=TARGET, space_generator="post-order-apply", rand_state=seed)
             sketches = ctx.generate_design_space()
-            assert len(sketches) == 2
+            assert len(sketches) == (2 if blocks else 1)
             for sch in sketches:
                 assert all(p.apply(sch) for p in ctx.space_generator.postprocs)
                 assert_parallel_and_vectorized(sch)
@@ -84,3 +86,23 @@ def test_first_conv_rule_matches_the_unscheduled_kernel():
         assert_parallel_and_vectorized(sch)
         assert "T_transpose" not in {sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))}
         np.testing.assert_allclose(run_kernel(sch.mod, [a.copy() for a in inputs]), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cin,cout,stride,res,expected", [(20, 12, 1, 14, "row"), (12, 40, 2, 4, "panel")])
+def test_tiles_split_the_rows_unless_the_weights_outweigh_the_input(cin, cout, stride, res, expected):
+    """The depthwise conv splits its output rows between the cores, and so does the 1x1 after it, unless
+    its weights are PANEL_RATIO times its input: then its output channels; sampled or derived alike."""
+    from mnet_compile.schedule.rules.conv import tile_order
+
+    assert [tile_order(7, 7, c) for c in (256, 512, 1024)] == ["row", "panel", "panel"]  # 0.25/0.5/1.0-224
+    assert [tile_order(14, 14, 512), tile_order(4, 4, 256), tile_order(8, 8, 256)] == ["row", "panel", "row"]
+    _, found = tunable_kernels(fused_of(separable_block(cin, cout, stride), (1, cin, res, res)), TARGET)
+    for _gv, func, kmod in found:
+        rule = rule_of(func)
+        if not rule & {"mnet.conv1x1.x86-avx2", "mnet.dw3x3.x86-avx2"}:
+            continue
+        ctx = ms.TuneContext(mod=kmod, target=TARGET, space_generator="post-order-apply", rand_state=1)
+        for func in (default_schedule(kmod, TARGET).mod["main"], ctx.generate_design_space()[0].mod["main"]):
+            loops = parallel_loop(func).split("_")  # the fused loops' names, outermost first: yy rows, ff channels
+            rows_first = loops.index("yy") < loops.index("ff")
+            assert rows_first == ("mnet.dw3x3.x86-avx2" in rule or expected == "row"), (rule, parallel_loop(func))

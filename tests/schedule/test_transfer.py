@@ -105,3 +105,29 @@ def test_tuning_starts_an_untuned_shape_from_the_nearest_known_kernel(tmp_path):
     db = ms.database.MemoryDatabase(module_equality="structural")
     assert seed_defaults(db, [("dw", untuned, 1)], TARGET, InProcessBuilder(), InProcessRunner(), known) == 2
     assert len(db.get_top_k(db.commit_workload(untuned), 10)) == 2
+
+
+def test_a_transferred_1x1_takes_the_parallel_order_of_its_own_shape():
+    """A record of a 1x1 whose weights outweigh its input (channel panels) transferred to a larger map
+    keeps its register block but splits the rows, as that map's own default does; and computes the same."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from mnet_compile.schedule.rules import default_schedule
+
+    from .blocks import TARGET, fused_of, parallel_loop, rule_of, run_kernel, separable_block
+
+    def pointwise(size):
+        found = tunable_kernels(fused_of(separable_block(12, 40, 2), (1, 12, size, size)), TARGET)[1]
+        return next(kmod for _, func, kmod in found if "mnet.conv1x1.x86-avx2" in rule_of(func))
+
+    tuned, untuned = pointwise(4), pointwise(8)  # 2x2 and 4x4 pixels, 40 channels
+    known = ms.database.MemoryDatabase(module_equality="structural")
+    sch = default_schedule(tuned, TARGET)
+    assert parallel_loop(sch.mod["main"]).startswith("nn_ff")
+    args = ms.arg_info.ArgInfo.from_prim_func(sch.mod["main"])
+    known.commit_tuning_record(ms.database.TuningRecord(sch.trace, known.commit_workload(tuned), [1e-5], TARGET, args))
+    moved = transfer.transferred_schedule(transfer.TransferIndex(known), untuned, TARGET)
+    assert moved is not None and parallel_loop(moved.mod["main"]).startswith("nn_yy")
+    shapes = [[int(d) for d in a.shape] for a in ms.arg_info.ArgInfo.from_prim_func(untuned["main"])]
+    inputs = [np.random.default_rng(1).standard_normal(s).astype("float32") for s in shapes]
+    np.testing.assert_allclose(run_kernel(moved.mod, [a.copy() for a in inputs]), run_kernel(untuned, [a.copy() for a in inputs]), rtol=1e-5, atol=1e-5)

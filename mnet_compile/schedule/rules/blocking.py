@@ -34,14 +34,7 @@ def pointwise(height: int, width: int, vectors: int, isa: Isa, cores: int) -> di
             if best is None or key > best[0]:
                 best = (key, mr, nr)
     _, mr, nr = best
-    # Pixel-major parallel tiles: each core takes a range of image rows with all their output channels, as
-    # the depthwise convs before and after it do (`depthwise`, order "rows"), so activations stay in the
-    # core whose cache wrote them; panel-major tiles split the channels instead, and each core then read the
-    # half of its input that the other core had written. Measured on AVX-512, 2 threads, whole model with
-    # default schedules, against panel-major (10-12 alternated rounds): 0.88x at 0.5-224, 0.92x at 1.0-224,
-    # 1.00x at 0.25-128. A kernel measured alone (tuning) cannot see this: its input is never in the other
-    # core's cache.
-    return {"mr": mr, "nr": nr, "order": "row"}
+    return {"mr": mr, "nr": nr}
 
 
 def depthwise(height: int, width: int, vectors: int, isa: Isa, cores: int, exact_int8: bool = False) -> dict:
@@ -56,13 +49,13 @@ def depthwise(height: int, width: int, vectors: int, isa: Isa, cores: int, exact
     2 threads, 7 alternating runs): 1 x 8 x 1 (1 x 7 x 1 at 14 and 7 columns) took 0.67-0.91x the time of
     the blocks above on every map of 4 or more channel vectors, 1.2x on 112x112x32 (2 vectors)."""
     if exact_int8 and vectors >= 4:
-        return {"h1": 1, "w1": max(_divisors(width, 8)), "c1": 1, "order": "rows"}
+        return {"h1": 1, "w1": max(_divisors(width, 8)), "c1": 1}
     budget = isa.registers // 2
     h1 = 2 if height % 2 == 0 else 1
     large = height >= 28
     c1 = 2 if large and vectors % 2 == 0 else 1
     w1 = max(d for d in _divisors(width, 4 if large else 1) if h1 * d * c1 <= budget)
-    return {"h1": h1, "w1": w1, "c1": c1, "order": "rows"}
+    return {"h1": h1, "w1": w1, "c1": c1}
 
 
 def stem(height: int, width: int, vectors: int, isa: Isa, cores: int) -> dict:

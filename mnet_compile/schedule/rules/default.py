@@ -57,6 +57,19 @@ def default_schedule(kmod: tvm.IRModule, target: Target) -> s_tir.Schedule | Non
     return sch
 
 
+def own_sketch(kmod: tvm.IRModule) -> s_tir.Schedule | None:
+    """`kmod` on the one sketch of the fp32 conv rule that handles it (knobs sampled), or None when no rule
+    or a rule of several sketches (the separable block's) handles it. Its trace replays a record of a
+    similar kernel with the parallel order this kernel's own shape derives (`conv.tile_order`)."""
+    sch = s_tir.Schedule(kmod)
+    found = _rule_block(sch)
+    if found is None:
+        return None
+    block, kind, isa = found
+    sketches = RULES[kind](sch, block, isa)
+    return sketches[0] if len(sketches) == 1 else None
+
+
 def postprocess(sch: s_tir.Schedule, target: Target) -> str | None:
     """Apply the CPU postprocs to `sch` as a tuning candidate gets them; the name of the one that rejects
     it, or None."""
