@@ -83,6 +83,22 @@ def test_calls_reuse_one_aligned_input_buffer(artifact_copy):
     assert not np.array_equal(outs[0], outs[1])
 
 
+def test_output_leaves_device_memory_through_numpy():
+    """An output numpy cannot import (a GPU tensor's DLPack) is copied out by the tensor itself."""
+
+    class GpuTensor:
+        def __dlpack__(self, **_):
+            raise BufferError("Unsupported device in DLTensor")
+
+        def __dlpack_device__(self):
+            return (2, 0)
+
+        def numpy(self):
+            return np.ones((1, 10), "float32")
+
+    np.testing.assert_array_equal(runtime.CompiledModel._output([GpuTensor()]), np.ones((1, 10), "float32"))
+
+
 def test_benchmark_statistics(artifact_copy, monkeypatch):
     """Warm-up runs are left out; median, p90 and min are of the timed runs (a fake clock makes them known)."""
     model = runtime.load(str(artifact_copy))
