@@ -102,9 +102,9 @@ def replay(trace, kmod: tvm.IRModule, target: Target) -> s_tir.Schedule | None:
     """`trace` (tuned on another shape) applied to `kmod` with refitted tiles and postprocessed, or None;
     for a kernel of a one-sketch rule, its own sketch with the trace's tile decisions, refitted."""
     sch = s_tir.Schedule(kmod, enable_check=False, error_render_level="none")
-    tiles = [trace.decisions[inst] for inst in trace.insts if inst.kind.name == "SamplePerfectTile"]
-    sketch = own_sketch(kmod)
-    if sketch is not None:
+    tuned = None
+    if (sketch := own_sketch(kmod)) is not None:
+        tiles = [trace.decisions[inst] for inst in trace.insts if inst.kind.name == "SamplePerfectTile"]
         if len(tiles) != sum(inst.kind.name == "SamplePerfectTile" for inst in sketch.trace.insts):
             return None  # a record of an older form of the rule
         trace, tuned = sketch.trace, iter(tiles)
@@ -113,7 +113,7 @@ def replay(trace, kmod: tvm.IRModule, target: Target) -> s_tir.Schedule | None:
         if inst.kind.name != "SamplePerfectTile":
             return decision
         extent = int(sch.get(inputs[0]).extent)
-        return refit_tile([int(d) for d in (next(tuned) if sketch is not None else decision)], extent, int(attrs[1]))
+        return refit_tile([int(d) for d in (next(tuned) if tuned is not None else decision)], extent, int(attrs[1]))
 
     try:
         trace.apply_to_schedule(sch, remove_postproc=True, decision_provider=refit)
