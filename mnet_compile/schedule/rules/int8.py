@@ -12,9 +12,9 @@ The integer graph (frontends/integer.py, `conv_dot_te`) gives such a kernel thre
 `conv2d_nhwc_<form>` (int32 sums over weights packed as (Cout/16, taps*Cin/4, 16, 4)) and the
 requantization epilogue. The rule: a register block of `mr` pixels of a row x `nr` 16-channel vectors,
 accumulated over the taps and Cin, each 16-channel vector as 16/lanes instructions over 4 input channels
-(the lanes x 4 step is tensorized), parallel over (channel panel, row, pixel block) tiles; the epilogue per
-tile, vectorized; the data pass parallel over rows (`_data_pass`). On AMX CPUs the 1x1 convs take s8 x s8 AMX
-tiles instead (`conv_amx`, rules/amx.py). The knobs are samples (tunable); `default_schedule`
+(the lanes x 4 step is tensorized), parallel over (row, pixel block, channel panel) tiles (channel panel
+first where the weights outweigh the input: conv.tile_order); the epilogue per tile, vectorized; the data
+pass parallel over rows (`_data_pass`). On AMX CPUs the 1x1 convs take s8 x s8 AMX tiles instead (`conv_amx`, rules/amx.py). The knobs are samples (tunable); `default_schedule`
 fixes them from the shape and the family's registers.
 
 TVM's own `dot_16x4_vnni` intrinsic calls llvm.x86.avx512.vpdpbusd.512 with i32 vectors, which the LLVM
@@ -35,6 +35,7 @@ from tvm.target import Target, codegen
 from ...graph.passes import with_functions
 from .amx import has_amx, intrinsic, with_permission
 from .annotate import RULE_KEY, SKIP
+from .conv import tile_order
 from .default import postprocess
 from .isa import isa_for
 
@@ -276,8 +277,10 @@ def conv_dot(sch: s_tir.Schedule, conv, isa: DotIsa, decide: dict | None = None)
     blocks = width // (decide["mr"] if decide else 1)
     wa, wb = sch.split(w0, sch.sample_perfect_tile(w0, n=2, max_innermost_factor=TILE_PIXELS,
                                                    decision=decide and [blocks // decide["tile"], decide["tile"]]))  # fmt: skip
-    sch.reorder(n, n0, h, wa, wb, *taps, k0, w1, n1, *steps, k1)
-    par = sch.fuse(n, n0, h, wa)
+    # parallel tiles split rows between the cores, as the fp32 rules (conv.tile_order), or channel panels
+    outer = [n, h, wa, n0] if tile_order(int(sch.get(h).extent), width, vectors * LANES) == "row" else [n, n0, h, wa]
+    sch.reorder(*outer, wb, *taps, k0, w1, n1, *steps, k1)
+    par = sch.fuse(*outer)
     sch.parallel(par)
     _tile_epilogue(sch, epi, par)
     init = sch.decompose_reduction(conv, (taps or [k0])[0])
