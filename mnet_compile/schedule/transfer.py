@@ -98,12 +98,13 @@ def refit_tile(decision: list[int], extent: int, max_innermost: int) -> list[int
     return [rest] + inner[::-1]
 
 
-def replay(trace, kmod: tvm.IRModule, target: Target) -> s_tir.Schedule | None:
+def replay(trace, kmod: tvm.IRModule, target: Target, sketch: s_tir.Schedule | None) -> s_tir.Schedule | None:
     """`trace` (tuned on another shape) applied to `kmod` with refitted tiles and postprocessed, or None;
-    for a kernel of a one-sketch rule, its own sketch with the trace's tile decisions, refitted."""
+    for a kernel of a one-sketch rule (`sketch`: `own_sketch(kmod)`, made once per kernel: ~6 ms), that
+    sketch with the trace's tile decisions, refitted."""
     sch = s_tir.Schedule(kmod, enable_check=False, error_render_level="none")
     tuned = None
-    if (sketch := own_sketch(kmod)) is not None:
+    if sketch is not None:
         tiles = [trace.decisions[inst] for inst in trace.insts if inst.kind.name == "SamplePerfectTile"]
         if len(tiles) != sum(inst.kind.name == "SamplePerfectTile" for inst in sketch.trace.insts):
             return None  # a record of an older form of the rule
@@ -126,9 +127,11 @@ def replay(trace, kmod: tvm.IRModule, target: Target) -> s_tir.Schedule | None:
 
 def transferred_schedule(index: TransferIndex, kmod: tvm.IRModule, target: Target) -> s_tir.Schedule | None:
     """The best record of the nearest tuned kernel of the same kind that replays on `kmod`, or None."""
-    for workload in index.nearest(kmod):
+    nearest = index.nearest(kmod)
+    sketch = own_sketch(kmod) if nearest else None
+    for workload in nearest:
         for rec in index.database.get_top_k(workload, RECORDS):
-            sch = replay(rec.trace, kmod, target)
+            sch = replay(rec.trace, kmod, target, sketch)
             if sch is not None:
                 return sch
     return None
