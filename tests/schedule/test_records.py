@@ -99,19 +99,21 @@ def test_avx512_records_cover_the_paper_grid():
 
 
 @pytest.mark.parametrize("family", ["x86-avx512", "x86-avx2"])
-def test_shipped_records_split_tiles_as_the_rules_derive(family):
+def test_shipped_records_split_tiles_and_prefetch_as_the_rules_derive(family):
     """Every shipped 1x1 and depthwise record splits its parallel tiles in the order the rule derives from
-    the shape (rules/conv.py, tile_order): an order picked by timing kernels alone is not shipped."""
+    the shape (rules/conv.py, tile_order): an order picked by timing kernels alone is not shipped; and a
+    1x1 record prefetches its weights exactly where the rule does (prefetches_weights)."""
     from tvm import s_tir
 
     from mnet_compile.schedule.kernels import replayed
-    from mnet_compile.schedule.rules.conv import tile_order
+    from mnet_compile.schedule.lowering import PREFETCH
+    from mnet_compile.schedule.rules.conv import prefetches_weights, tile_order
     from mnet_compile.schedule.rules.default import _rule_block
 
     from .blocks import parallel_loop
 
     db = shipped_database(family)
-    checked = 0
+    checked = prefetching = 0
     for rec in db.get_all_tuning_records():
         sch = s_tir.Schedule(rec.workload.mod)
         found = _rule_block(sch)
@@ -121,5 +123,9 @@ def test_shipped_records_split_tiles_as_the_rules_derive(family):
         rows = found[1] == "dw3x3" or tile_order(height, width, channels) == "row"
         loops = parallel_loop(replayed(rec.trace, rec.workload.mod).mod["main"]).split("_")
         assert (loops[1] in ("yy", "y")) == rows, (found[1], height, width, channels, loops)  # after the batch
+        if found[1] == "conv1x1":
+            prefetch = prefetches_weights(height, width, channels, found[2])
+            assert (PREFETCH in str(rec.trace)) == prefetch, (height, width, channels)
+            prefetching += prefetch
         checked += 1
-    assert checked > 50
+    assert checked > 50 and (prefetching > 10) == (family == "x86-avx512"), (checked, prefetching)

@@ -106,3 +106,26 @@ def test_tiles_split_the_rows_unless_the_weights_outweigh_the_input(cin, cout, s
             loops = parallel_loop(func).split("_")  # the fused loops' names, outermost first: yy rows, ff channels
             rows_first = loops.index("yy") < loops.index("ff")
             assert rows_first == ("mnet.dw3x3.x86-avx2" in rule or expected == "row"), (rule, parallel_loop(func))
+
+
+@pytest.mark.parametrize("cin,cout,stride,res,expected", [(20, 12, 1, 14, False), (12, 40, 2, 4, True)])
+def test_weights_prefetched_where_they_outweigh_the_input_on_avx512(cin, cout, stride, res, expected):
+    """The 1x1's reduction loop is annotated for weight prefetch (lowering.PREFETCH) where its weights are
+    at least its input, on AVX-512 only (a vector is a cache line), never for the classifier's single
+    pixel; sampled or derived alike (the kernels are only scheduled here: AVX-512 code is not run)."""
+    import tvm
+
+    from mnet_compile.schedule.lowering import PREFETCH
+    from mnet_compile.schedule.rules.conv import prefetches_weights
+    from mnet_compile.schedule.rules.isa import ISAS
+
+    avx512, avx2 = ISAS["x86-avx512"], ISAS["x86-avx2"]
+    mobilenet = [(28, 256), (14, 512), (7, 1024), (14, 128), (7, 256), (1, 1000)]  # 1.0-224 .. 0.25-224, classifier
+    assert [prefetches_weights(h, h, c, avx512) for h, c in mobilenet] == [False, True, True, False, True, False]
+    assert not prefetches_weights(14, 14, 512, avx2)
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2})
+    _, found = tunable_kernels(fused_of(separable_block(cin, cout, stride), (1, cin, res, res)), target)
+    (kmod,) = [k for _gv, func, k in found if rule_of(func) == {"mnet.conv1x1.x86-avx512"}]
+    ctx = ms.TuneContext(mod=kmod, target=target, space_generator="post-order-apply", rand_state=1)
+    for func in (default_schedule(kmod, target).mod["main"], ctx.generate_design_space()[0].mod["main"]):
+        assert (PREFETCH in func.script()) == expected
