@@ -99,10 +99,11 @@ def test_avx512_records_cover_the_paper_grid():
 
 
 @pytest.mark.parametrize("family", ["x86-avx512", "x86-avx2"])
-def test_shipped_records_split_tiles_and_prefetch_as_the_rules_derive(family):
+def test_shipped_records_schedule_as_the_rules_derive(family):
     """Every shipped 1x1 and depthwise record splits its parallel tiles in the order the rule derives from
-    the shape (rules/conv.py, tile_order): an order picked by timing kernels alone is not shipped; and a
-    1x1 record prefetches its weights exactly where the rule does (prefetches_weights)."""
+    the shape (rules/conv.py, tile_order): an order picked by timing kernels alone is not shipped; a 1x1
+    record prefetches its weights exactly where the rule does (prefetches_weights); a first-conv record
+    reads the image in its taps (no padded copy)."""
     from tvm import s_tir
 
     from mnet_compile.schedule.kernels import replayed
@@ -113,10 +114,15 @@ def test_shipped_records_split_tiles_and_prefetch_as_the_rules_derive(family):
     from .blocks import parallel_loop
 
     db = shipped_database(family)
-    checked = prefetching = 0
+    checked = prefetching = stems = 0
     for rec in db.get_all_tuning_records():
         sch = s_tir.Schedule(rec.workload.mod)
         found = _rule_block(sch)
+        if found is not None and found[1] == "stem3x3":
+            scheduled = s_tir.Schedule(replayed(rec.trace, rec.workload.mod).mod)
+            blocks = [scheduled.get(b).name_hint for b in scheduled.get_child_blocks(scheduled.get_sblock("root"))]
+            assert not any(name.startswith("pad") for name in blocks), blocks
+            stems += 1
         if found is None or found[1] not in ("conv1x1", "dw3x3"):
             continue
         _, height, width, channels = (int(d) for d in sch.get(found[0]).writes[0].source.shape)
@@ -128,4 +134,4 @@ def test_shipped_records_split_tiles_and_prefetch_as_the_rules_derive(family):
             assert (PREFETCH in str(rec.trace)) == prefetch, (height, width, channels)
             prefetching += prefetch
         checked += 1
-    assert checked > 50 and (prefetching > 10) == (family == "x86-avx512"), (checked, prefetching)
+    assert checked > 50 and stems >= 10 and (prefetching > 10) == (family == "x86-avx512"), (checked, stems, prefetching)
