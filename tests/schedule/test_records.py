@@ -102,8 +102,8 @@ def test_avx512_records_cover_the_paper_grid():
 def test_shipped_records_schedule_as_the_rules_derive(family):
     """Every shipped 1x1 and depthwise record splits its parallel tiles in the order the rule derives from
     the shape (rules/conv.py, tile_order): an order picked by timing kernels alone is not shipped; a 1x1
-    record prefetches its weights exactly where the rule does (prefetches_weights); a first-conv record
-    reads the image in its taps (no padded copy)."""
+    record prefetches its weights exactly where the rule does (prefetches_weights); a first-conv or
+    float32 depthwise record reads its input in the taps (no padded copy)."""
     from tvm import s_tir
 
     from mnet_compile.schedule.kernels import replayed
@@ -118,11 +118,13 @@ def test_shipped_records_schedule_as_the_rules_derive(family):
     for rec in db.get_all_tuning_records():
         sch = s_tir.Schedule(rec.workload.mod)
         found = _rule_block(sch)
-        if found is not None and found[1] == "stem3x3":
+        if found is not None and found[1] in ("stem3x3", "dw3x3"):
             scheduled = s_tir.Schedule(replayed(rec.trace, rec.workload.mod).mod)
             blocks = [scheduled.get(b).name_hint for b in scheduled.get_child_blocks(scheduled.get_sblock("root"))]
-            assert not any(name.startswith("pad") for name in blocks), blocks
-            stems += 1
+            inputs = {str(r.source.dtype) for pad in sch.get_producers(found[0]) for r in sch.get(pad).reads}
+            integer = found[1] == "dw3x3" and inputs != {"float32"}  # converted once per column tile
+            assert any(name.startswith("pad") for name in blocks) == integer, blocks
+            stems += not integer
         if found is None or found[1] not in ("conv1x1", "dw3x3"):
             continue
         _, height, width, channels = (int(d) for d in sch.get(found[0]).writes[0].source.shape)
@@ -134,4 +136,4 @@ def test_shipped_records_schedule_as_the_rules_derive(family):
             assert (PREFETCH in str(rec.trace)) == prefetch, (height, width, channels)
             prefetching += prefetch
         checked += 1
-    assert checked > 50 and stems >= 10 and (prefetching > 10) == (family == "x86-avx512"), (checked, stems, prefetching)
+    assert checked > 50 and stems >= 40 and (prefetching > 10) == (family == "x86-avx512"), (checked, stems, prefetching)
