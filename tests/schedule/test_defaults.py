@@ -126,9 +126,11 @@ def test_blocking_fits_the_registers():
     assert pointwise(56, 56, 8, ISAS["x86-avx512"], 2) == {"mr": 4, "nr": 4}
     assert pointwise(14, 14, 32, ISAS["x86-avx512"], 2) == {"mr": 14, "nr": 2}
     # Depthwise below 28 rows (the taps read the input, padding inlined): one row of up to 8 columns, 2 channel
-    # vectors where the accumulators fit half the registers; 2 rows x 4 columns x 2 vectors on larger maps.
+    # vectors where the accumulators fit half the registers; 2 rows x 4 columns x 2 vectors on larger maps;
+    # an integer input (int16 products) keeps its padded tiles and their blocks.
     avx512, avx2 = ISAS["x86-avx512"], ISAS["x86-avx2"]
     assert depthwise(14, 14, 32, avx512, 2) == {"h1": 1, "w1": 7, "c1": 2}
     assert depthwise(8, 8, 8, avx512, 2) == {"h1": 1, "w1": 8, "c1": 2}
     assert depthwise(7, 7, 64, avx2, 2) == {"h1": 1, "w1": 7, "c1": 1}
     assert depthwise(56, 56, 8, avx512, 2) == {"h1": 2, "w1": 4, "c1": 2}
+    assert depthwise(14, 14, 32, avx512, 2, padded=True) == {"h1": 2, "w1": 1, "c1": 1}

@@ -37,15 +37,16 @@ def pointwise(height: int, width: int, vectors: int, isa: Isa, cores: int) -> di
     return {"mr": mr, "nr": nr}
 
 
-def depthwise(height: int, width: int, vectors: int, isa: Isa, cores: int, exact_int8: bool = False) -> dict:
+def depthwise(height: int, width: int, vectors: int, isa: Isa, cores: int, exact_int8: bool = False,
+              padded: bool = False) -> dict:
     """3x3 depthwise: `h1` rows x `w1` columns x `c1` channel vectors of accumulators. Two output rows
     share two of their three input rows; a narrow column tile keeps the 9 unrolled taps' input loads
     few. Measured on AVX-512 (1.0-224, one thread, every h1/w1/c1 of the sketch, three runs, the input's
-    padded copy per column tile): the best blocks were 2 x 2-4 x 1-2 on maps of 28 rows or more.
-    Below 28 rows, since the taps read the input with its padding inlined (rules/conv.py): one row of
-    the widest column tile of at most 8 pixels, 2 channel vectors where the accumulators fit half the
-    registers (AVX-512, 2 threads, each kernel alone, against the 2 x 1 x 1 / 1 x 1 x 1 blocks of the
-    padded copies: see README).
+    padded copy per column tile): the best blocks were 2 x 2-4 x 1-2 on maps of 28 rows or more, 2 x 1 x 1
+    at 14 and 1 x 1 x 1 at 7. Where the taps read the float32 input, its padding inlined (rules/conv.py),
+    maps under 28 rows take one row of the widest column tile of at most 8 pixels, 2 channel vectors where
+    the accumulators fit half the registers (AVX-512, 2 threads, each kernel alone: see README).
+    `padded`: an integer input, which keeps its padded copy per column tile (and the blocks measured so).
 
     `exact_int8`: an int8 depthwise summed in float32 (frontends/integer.py), whose inputs are converted
     once per column tile: a row of up to 8 columns shares those conversions. Measured on AVX-512 (1.0-224,
@@ -54,13 +55,14 @@ def depthwise(height: int, width: int, vectors: int, isa: Isa, cores: int, exact
     if exact_int8 and vectors >= 4:
         return {"h1": 1, "w1": max(_divisors(width, 8)), "c1": 1}
     budget = isa.registers // 2
-    if height < 28:
+    large = height >= 28
+    if not large and not padded:
         w1 = max(_divisors(width, 8))
         c1 = 2 if vectors % 2 == 0 and 2 * w1 <= budget else 1
         return {"h1": 1, "w1": w1, "c1": c1}
     h1 = 2 if height % 2 == 0 else 1
-    c1 = 2 if vectors % 2 == 0 else 1
-    w1 = max(d for d in _divisors(width, 4) if h1 * d * c1 <= budget)
+    c1 = 2 if large and vectors % 2 == 0 else 1
+    w1 = max(d for d in _divisors(width, 4 if large else 1) if h1 * d * c1 <= budget)
     return {"h1": h1, "w1": w1, "c1": c1}
 
 
