@@ -140,13 +140,20 @@ def depthwise_3x3(sch: s_tir.Schedule, conv, isa: Isa, decide: dict | None = Non
     return [_depthwise_sketch(sch.copy(), conv, isa, decide)]
 
 
+def padded_copy(sch: s_tir.Schedule, conv) -> bool:
+    """Whether a depthwise conv keeps a padded copy of its input per column tile: an integer input or padded
+    tile, converted, widened or quantized once per tile for all its taps (frontends/integer.py); a float32
+    input is read in the taps."""
+    pads = [sch.get(pad) for pad in sch.get_producers(conv)]
+    return any(str(region.source.dtype) != "float32" for pad in pads for region in [*pad.reads, *pad.writes])
+
+
 def _depthwise_sketch(sch, conv, isa, decide):
-    pads = []
-    for pad in sch.get_producers(conv):
-        if all(str(region.source.dtype) == "float32" for region in sch.get(pad).reads):
-            sch.compute_inline(pad)  # the taps read the input, a bound test where the tile meets the border
-        else:  # an integer input converted to float32 (frontends.integer.exact_float_depthwise): once per tile
-            pads.append(pad)
+    pads = sch.get_producers(conv)
+    if not padded_copy(sch, conv):
+        for pad in pads:  # the taps read the input, a bound test where the tile meets the border
+            sch.compute_inline(pad)
+        pads = []
     epi = _fuse_epilogue(sch, conv)
     n, h, w, c, ry, rx, rc = sch.get_loops(conv)
     vec = simd_width(_extent(sch, c), isa.lanes)

@@ -10,7 +10,7 @@ from tvm.target import Target
 
 from .annotate import RULE_KEY
 from .blocking import depthwise, pointwise, separable, stem
-from .conv import RULES, simd_width
+from .conv import RULES, padded_copy, simd_width
 from .isa import ISAS
 
 
@@ -38,7 +38,7 @@ def _decisions(sch: s_tir.Schedule, block, kind: str, isa, cores: int) -> dict:
     reads = {str(region.source.dtype) for region in sch.get(block).reads}
     float_sums = str(sch.get(block).writes[0].source.dtype) == "float32"
     exact_int8 = float_sums and "int8" in reads  # int8 summed in float32 (frontends.integer.exact_float_depthwise)
-    return depthwise(out[1], out[2], vectors, isa, cores, exact_int8, padded=reads != {"float32"})
+    return depthwise(out[1], out[2], vectors, isa, cores, exact_int8, padded=padded_copy(sch, block))
 
 
 def default_schedule(kmod: tvm.IRModule, target: Target) -> s_tir.Schedule | None:
