@@ -135,8 +135,8 @@ def depthwise_3x3(sch: s_tir.Schedule, conv, isa: Isa, decide: dict | None = Non
     """The sketch: parallel over (rows, channel blocks); column tiles stay serial inside. The taps read the
     float32 input itself, the zero padding inlined: a padded copy of each column tile cost more than it
     saved (alone, 2 threads, hot, against it: 0.54-0.99x on AVX-512 at 1.0-224, 0.5-224 and 0.25-128, no
-    kernel slower; 0.58-0.87x with AVX2 code at 0.5-224). An integer input converted to float32 still gets
-    its padded, converted tile once per column tile, shared by the taps."""
+    kernel slower; 0.58-0.87x with AVX2 code at 0.5-224). An integer input keeps its padded tile, made once
+    per column tile for all the taps (`padded_copy`)."""
     return [_depthwise_sketch(sch.copy(), conv, isa, decide)]
 
 
