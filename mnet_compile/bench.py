@@ -126,25 +126,31 @@ typedef __m256 vec;
 #define ADD _mm256_add_ps
 #define FIRST(v) _mm256_cvtss_f32(v)
 #endif
+#define CHAINS 12
 int main(void) {
-  long iters = 200000000L / 10;
+  long iters = 20000000L;
   double best = 0;
   for (int rep = 0; rep < 5; rep++) {
     double t0 = omp_get_wtime();
     float sink = 0;
 #pragma omp parallel reduction(+ : sink)
     {
-      vec m = SET1(0.999999f), c = SET1(1e-7f);
-      vec a0 = m, a1 = c, a2 = m, a3 = c, a4 = m, a5 = c, a6 = m, a7 = c, a8 = m, a9 = c;
-      for (long i = 0; i < iters / 8; i++) {  /* 10 independent FMA chains hide the FMA latency */
-        a0 = FMA(a0, m, c); a1 = FMA(a1, m, c); a2 = FMA(a2, m, c); a3 = FMA(a3, m, c); a4 = FMA(a4, m, c);
-        a5 = FMA(a5, m, c); a6 = FMA(a6, m, c); a7 = FMA(a7, m, c); a8 = FMA(a8, m, c); a9 = FMA(a9, m, c);
+      /* CHAINS independent FMA chains hide the FMA latency. Each starts from its own value: chains the
+         compiler can prove equal it computes once (identical ones made an earlier probe report 5x the
+         FMAs it ran). */
+      volatile float mv = 0.999999f, cv = 1e-7f;
+      vec m = SET1(mv), c = SET1(cv), a[CHAINS];
+      for (int j = 0; j < CHAINS; j++) a[j] = SET1(1.0f + 0.125f * j);
+      for (long i = 0; i < iters; i++) {
+#pragma GCC unroll 12
+        for (int j = 0; j < CHAINS; j++) a[j] = FMA(a[j], m, c);
       }
-      vec s = ADD(ADD(ADD(a0, a1), ADD(a2, a3)), ADD(ADD(a4, a5), ADD(ADD(a6, a7), ADD(a8, a9))));
+      vec s = a[0];
+      for (int j = 1; j < CHAINS; j++) s = ADD(s, a[j]);
       sink += FIRST(s);
     }
     double dt = omp_get_wtime() - t0;
-    double flops = 2.0 * LANES * 10 * (iters / 8) * omp_get_max_threads();
+    double flops = 2.0 * LANES * CHAINS * iters * omp_get_max_threads();
     if (flops / dt > best) best = flops / dt;
     if (sink == 12345) printf("!");
   }

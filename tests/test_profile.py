@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import tvm
 
@@ -43,3 +44,14 @@ def test_fma_peak_uses_the_widest_vectors():
     assert all(flag in cpu_description().split() for flag in ("avx512_vnni", "amx_int8") if flag in flags)  # the int8 ISA named
     peak = fma_peak_gflops(1)  # measured: gcc builds the probe with -march=native
     assert peak is not None and peak > 1
+
+
+def test_fma_peak_probe_runs_every_chain_it_counts(tmp_path):
+    """The probe's FLOP count assumes CHAINS distinct FMA chains; the compiled loop must hold that many FMAs
+    (chains that start equal, gcc computes once: such a probe reported 5x the machine's peak)."""
+    src, asm = tmp_path / "fma_peak.c", tmp_path / "fma_peak.s"
+    src.write_text(FMA_PEAK_C)
+    for flags in (["-march=native"], ["-mavx2", "-mfma"]):
+        subprocess.run(["gcc", "-O3", *flags, "-fopenmp", "-S", str(src), "-o", str(asm)], check=True)
+        fmas = [line.split()[-1] for line in asm.read_text().splitlines() if line.strip().startswith("vfmadd")]
+        assert len(set(fmas)) >= 12, fmas  # one accumulator register per chain
