@@ -19,6 +19,12 @@ from .errors import MnetError
 from .resources import data_dir
 
 BACKENDS = {"llvm": "cpu", "cuda": "cuda"}  # TVM target kind -> backend
+# LLVM feature -> /proc/cpuinfo flag, for the features our schedules use: a CPU model names what its silicon
+# has, but a VM or kernel may withhold some (AMX tiles under many hypervisors).
+HOST_FEATURES = {
+    "amx-tile": "amx_tile", "amx-int8": "amx_int8", "avx512f": "avx512f", "avx512bw": "avx512bw",
+    "avx512vnni": "avx512_vnni", "avxvnni": "avx_vnni", "avx2": "avx2", "fma": "fma",
+}
 DESCRIPTION_LIMIT = 72  # one line of `mnet-compile targets`; longer notes belong in the README
 
 
@@ -61,6 +67,8 @@ class Preset:
 
             spec.setdefault("mcpu", tvm.target.codegen.llvm_get_system_cpu())
             spec.setdefault("num-cores", psutil.cpu_count(logical=False) or os.cpu_count() or 1)
+            if "mattr" not in spec and (withheld := withheld_features(tvm.target.Target(spec))):
+                spec["mattr"] = [f"-{feature}" for feature in withheld]
         try:
             return tvm.target.Target(spec)
         except Exception as exc:
@@ -147,3 +155,19 @@ def load_preset(name_or_path: str) -> Preset:
     check_spec(name, spec)
     spec = dict(spec)
     return Preset(name=name, tvm_spec=spec.pop("target"), **spec)
+
+
+def withheld_features(target, cpuinfo: str = "/proc/cpuinfo") -> list[str]:
+    """The HOST_FEATURES that LLVM gives `target`'s CPU model but this machine's /proc/cpuinfo lacks (none
+    where it cannot be read): an artifact built for "this machine" must run on it."""
+    from tvm.target import codegen
+
+    try:
+        with open(cpuinfo) as f:
+            flags = set(next((line for line in f if line.startswith("flags")), "").split(":", 1)[-1].split())
+    except OSError:
+        return []
+    if not flags:
+        return []
+    return [feature for feature, flag in HOST_FEATURES.items()
+            if flag not in flags and codegen.llvm_cpu_has_features(feature, target)]  # fmt: skip

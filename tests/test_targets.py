@@ -87,3 +87,23 @@ def test_unreadable_preset_files(capsys, tmp_path):
     (tmp_path / "list.json").write_text("[]")
     code, _, err = run_cli(capsys, "--target", tmp_path / "list.json", "--output", tmp_path / "out")
     assert code == 1 and "expected a JSON object" in error_line(err)
+
+
+def test_this_machine_gets_only_the_features_it_exposes(tmp_path):
+    """A CPU model whose AMX tiles the VM withholds (cpuinfo without amx_*): the detected target turns them
+    off, so the x86 preset's int8 artifact runs here; a full cpuinfo or none withholds nothing."""
+    import tvm
+
+    from mnet_compile.schedule.rules.amx import has_amx
+
+    spr = tvm.target.Target({"kind": "llvm", "mcpu": "sapphirerapids"})
+    flags = "fpu sse2 avx2 fma avx512f avx512bw avx512_vnni avx_vnni"
+    (tmp_path / "vm").write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    (tmp_path / "metal").write_text(f"processor\t: 0\nflags\t\t: {flags} amx_tile amx_int8 amx_bf16\n")
+    assert targets.withheld_features(spr, str(tmp_path / "vm")) == ["amx-tile", "amx-int8"]
+    assert targets.withheld_features(spr, str(tmp_path / "metal")) == []
+    assert targets.withheld_features(spr, str(tmp_path / "missing")) == []
+    off = tvm.target.Target({"kind": "llvm", "mcpu": "sapphirerapids", "mattr": ["-amx-tile", "-amx-int8"]})
+    assert has_amx(spr) and not has_amx(off)
+    host = targets.load_preset("x86").tvm
+    assert not targets.withheld_features(host)  # what LLVM may emit for this machine, it has
