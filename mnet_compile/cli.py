@@ -46,8 +46,9 @@ QUANTIZE = click.option("--quantize", type=click.Choice(["int8"]),
                         help="Post-training quantization of a built-in model (TFLite's int8 scheme; MobileNet v1, v2).")
 CALIBRATION = click.option("--calibration", type=click.Path(),
                            help="Folder of images (or .npy inputs) to calibrate --quantize on [default: a seeded synthetic set].")
-FUSE_BLOCKS = click.option("--fuse-blocks", is_flag=True,
-                           help="CPU: a stride-1 depthwise conv on 28+ rows and its 1x1 conv as one kernel (graph/blocks.py).")
+FUSE_BLOCKS = click.option("--fuse-blocks/--no-fuse-blocks", default=None,
+                           help="CPU: a stride-1 depthwise conv on 28+ rows and its 1x1 conv as one kernel (graph/blocks.py) "
+                                "[default: on for float32 models on x86].")
 MODEL_OPTIONS = _options(TARGET, MODEL, ALPHA, RESOLUTION, CLASSES, SOURCE, INPUT_SHAPE, QUANTIZE, CALIBRATION, FUSE_BLOCKS)
 
 
@@ -195,7 +196,9 @@ def _resume_hint(request, given: dict, trials: int, work_dir, rpc, key, minutes,
             args += [flag, os.path.abspath(value) if is_file else str(value)]
     args += ["--trials", str(trials), "--work-dir", folder]
     args += (["--rpc", rpc] if rpc else []) + (["--key", key] if key else []) + (["--minutes", f"{minutes:g}"] if minutes else [])
-    args += (["--fuse-blocks"] if given.get("fuse_blocks") else []) + (["--cold-cache"] if cold_cache else [])
+    if "fuse_blocks" in given:
+        args.append("--fuse-blocks" if given["fuse_blocks"] else "--no-fuse-blocks")
+    args += ["--cold-cache"] if cold_cache else []
     return folder, f"the records measured so far are kept in {folder}; resume with: mnet-compile tune {shlex.join(args)}"
 
 

@@ -40,7 +40,7 @@ class CompileRequest:
     sign: str | None = None  # --sign: an Ed25519 private key file; writes manifest.sig (device/signing.py)
     quantize: str | None = None  # "int8": post-training quantization (graph/quantize.py)
     calibration: str | None = None  # --calibration: a folder of images or .npy inputs (calibration.py)
-    fuse_blocks: bool = False  # --fuse-blocks: a depthwise conv and its 1x1 as one kernel (CPU; graph/blocks.py)
+    fuse_blocks: bool | None = None  # --[no-]fuse-blocks: a depthwise conv and its 1x1 as one kernel (graph/blocks.py)
 
     def __post_init__(self):
         from .frontends import parse_shape
@@ -216,10 +216,15 @@ def cpu_lanes(preset: Preset) -> int | None:
     return isa_for(preset.tvm).lanes if preset.backend == "cpu" else None
 
 
-def fuses_blocks(request: CompileRequest, preset: Preset) -> bool:
-    """Whether depthwise + 1x1 blocks become one kernel: with --fuse-blocks, on CPUs (the GPU schedules
-    take one conv per kernel)."""
-    return request.fuse_blocks and preset.backend == "cpu"
+def fuses_blocks(request: CompileRequest, preset: Preset, integer: bool) -> bool:
+    """Whether depthwise + 1x1 blocks become one kernel (graph/blocks.py): as --fuse-blocks / --no-fuse-blocks
+    say, on CPUs (the GPU schedules take one conv per kernel); by default for float32 models on x86, where it
+    was measured to pay (README), not on ARM boards (not measured) nor for `integer` (int8) graphs."""
+    if preset.backend != "cpu":
+        return False
+    if request.fuse_blocks is not None:
+        return request.fuse_blocks
+    return preset.arch == "x86_64" and not integer
 
 
 def compile_model(request: CompileRequest, log=print) -> Path:
@@ -246,7 +251,8 @@ def compile_model(request: CompileRequest, log=print) -> Path:
         step(f"compiling kernels (no tuned records for {family}: default schedules)")
     else:
         step("compiling kernels (--no-tuned: default schedules)")
-    executable, stats = compile_executable(mod, preset, database, blocks=fuses_blocks(request, preset))
+    blocks = fuses_blocks(request, preset, integer=quantization is not None)
+    executable, stats = compile_executable(mod, preset, database, blocks=blocks)
     default = stats["kernels"] - stats["tuned"] - stats["transferred"]
     step(f"tuned records applied to {stats['tuned']} of {stats['kernels']} kernels, transferred from nearby "
          f"kernels to {stats['transferred']}, default schedules for {default}")
@@ -302,12 +308,12 @@ def tune_model(request: CompileRequest, trials: int, work_dir: str | None = None
         builder, runner = remote_measure(preset, rpc, key, log, cold_cache)  # checks the tracker and the key first
     elif not preset.runs_here:
         raise MnetError(f"target {preset.name} does not run on this {platform.machine()} machine, so it cannot be tuned here")
-    mod, _, _, _ = load_model(request, preset, progress_log(log))
+    mod, _, _, quantization = load_model(request, preset, progress_log(log))
     interrupt.check()
     log(f"tuning {trials} trials into {work_dir} (rerun to resume)")
     try:
         known = shipped_database(family_for(preset.tvm))
-        tune(fuse(mod, fuses_blocks(request, preset), preset.backend == "cpu"), preset.tvm, str(work_dir), trials, progress=progress, builder=builder, runner=runner,
+        tune(fuse(mod, fuses_blocks(request, preset, quantization is not None), preset.backend == "cpu"), preset.tvm, str(work_dir), trials, progress=progress, builder=builder, runner=runner,
              minutes=minutes, known=known, log=log, cold_cache=cold_cache)  # fmt: skip
     except Exception:
         if runner is not None and runner.failure is not None:  # the tracker or device failed: one line

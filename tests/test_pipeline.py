@@ -7,7 +7,8 @@ import torch
 
 from mnet_compile.device import runtime
 from mnet_compile.models import create_model
-from mnet_compile.pipeline import CompileRequest, compile_model, tune_model
+from mnet_compile.pipeline import CompileRequest, compile_model, fuses_blocks, tune_model
+from mnet_compile.targets import load_preset
 
 from .frontends.files import export_onnx
 from .helpers import assert_matches_pytorch, random_input
@@ -30,13 +31,23 @@ def _block_kernels(folder) -> list[str]:
     return [name for name in kernels if name.startswith("block_") and name.count("conv2d") == 2]
 
 
-def test_blocks_are_fused_when_asked(compiled):
-    """0.25-128 with --fuse-blocks: the stride-1 blocks on 64 and 32 rows are one kernel each (by default
-    every conv is its own kernel). Both match PyTorch."""
-    fused, apart = compiled(0.25, 128, seed=7, fuse_blocks=True), compiled(0.25, 128, seed=7)
+def test_blocks_are_fused_by_default_on_x86(compiled):
+    """0.25-128 on x86: the stride-1 blocks on 64 and 32 rows are one kernel each; with --no-fuse-blocks every
+    conv is its own kernel. Both match PyTorch."""
+    fused, apart = compiled(0.25, 128, seed=7), compiled(0.25, 128, seed=7, fuse_blocks=False)
     assert len(_block_kernels(fused)) == 2 and _block_kernels(apart) == []
     x = random_input((1, 3, 128, 128), seed=128)
-    assert_matches_pytorch(runtime.load(str(fused))(x), x, alpha=0.25, seed=7)
+    assert_matches_pytorch(runtime.load(str(apart))(x), x, alpha=0.25, seed=7)
+
+
+@pytest.mark.parametrize("target,integer,asked,fused", [
+    ("x86", False, None, True), ("x86", True, None, False), ("rpi4", False, None, False), ("cuda", False, None, False),
+    ("x86", False, False, False), ("rpi4", False, True, True), ("cuda", False, True, False),
+])  # fmt: skip
+def test_which_builds_fuse_blocks(target, integer, asked, fused):
+    """By default float32 models on x86 (measured); ARM boards and int8 graphs only when asked; GPUs never."""
+    request = CompileRequest(target=target, fuse_blocks=asked)
+    assert fuses_blocks(request, load_preset(target), integer) is fused
 
 
 @pytest.mark.parametrize(

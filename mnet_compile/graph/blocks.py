@@ -4,14 +4,14 @@ consumer, merged into one primitive function after FuseOps, so that FuseTIR make
 The depthwise output then lives inside the kernel; the block schedule (`schedule/rules/conv.py`,
 `separable_block`) computes it a few rows at a time, into a cache-resident tile the 1x1 consumes at once,
 instead of a round trip through memory. It pays where the feature map is large and the 1x1 weights small;
-where the weights are large (14x14x512, 7x7x1024) every row tile streams them again. Measured per block on
-AVX-512 (1.0-224, 2 threads):
-- default schedules of both forms, each kernel alone: fused 0.57-0.82x the separate kernels' time on maps
-  of 28 rows or more, 1.0-1.8x at 14 and 7 rows;
-- in the whole model, fused default against the shipped tuned records of the separate kernels: 0.74-0.93x
-  for the stride-1 blocks of 28-112 rows, 1.11x for the two stride-2 ones (112->56, 56->28).
-Hence only stride-1 blocks with at least `MIN_ROWS` output rows are fused. Whole-model runs against the
-tuned records of the separate kernels showed no gain yet (README), so it is opt-in: `--fuse-blocks`.
+where the weights are large (14x14x512, 7x7x1024) every row tile streams them again. Measured in the whole
+model (AVX-512, 2 threads, one process alternating builds, 20 rounds; default block schedules against the
+shipped records of the separate kernels): fusing the stride-1 blocks of at least MIN_ROWS rows took 0.985x
+the time at 1.0-224, 0.97x at 0.5-224, 1.00x at 0.25-224 and 0.96-0.97x at 0.25-128; with AVX2 code
+0.99-1.00x. Fusing the 14- and 16-row blocks too gained 0.5-224 and 0.25-128 a little more but cost AVX2
+code 1.06x at 1.0-224; the 7- and 4-row ones cost 0.25-128 1.09x; the two stride-2 blocks were 1.11x
+(before the block schedule's fixes). Hence stride-1 blocks of at least `MIN_ROWS` output rows only, and by
+default only for float32 models on x86 (pipeline.fuses_blocks; `--fuse-blocks` / `--no-fuse-blocks`).
 """
 
 from __future__ import annotations

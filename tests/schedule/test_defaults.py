@@ -87,13 +87,22 @@ def test_default_schedule_for_every_paper_layer(request, grid, target):
 @pytest.mark.parametrize("grid", ["headline_modules", pytest.param("paper_modules", marks=pytest.mark.slow)])
 def test_default_schedule_for_every_paper_block(request, grid, target=AVX512):
     """Every fused depthwise + 1x1 block of the paper configurations (3 at 224, 2 at 192/160/128) gets
-    the block rule's derived schedule, parallel and vectorized."""
+    the block rule's derived schedule, parallel and vectorized, each 1x1 register block's epilogue right
+    after it (the tile loop, pixel block, channel panel: its accumulators a register-sized tile)."""
     mods = request.getfixturevalue(grid)
     kmods = _rule_kernels(mods, target, "mnet.sepblock.", blocks=True)
     assert len(kmods) >= 2 * len(mods)
     for kmod in kmods:
-        text = default_schedule(kmod, target).mod.script()
+        sch = default_schedule(kmod, target)
+        text = sch.mod.script()
         assert "T.parallel" in text and "T.vectorized" in text
+        output = sch.mod["main"].params[-1]
+        blocks = [sch.get(b) for b in sch.get_child_blocks(sch.get_sblock("root"))]
+        (epilogue,) = [b.name_hint for b in blocks if any(w.source.same_as(output) for w in b.writes)]
+        (update,) = [b.name_hint for b in blocks if b.name_hint.startswith("conv2d_nhwc_update")]
+        pairs = zip(sch.get_loops(sch.get_sblock(epilogue)), sch.get_loops(sch.get_sblock(update)))
+        shared = [a for a, b in pairs if sch.get(a).same_as(sch.get(b))]
+        assert len(shared) == 3, (epilogue, len(shared))
 
 
 @pytest.mark.slow

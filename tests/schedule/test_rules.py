@@ -38,8 +38,8 @@ def assert_parallel_and_vectorized(sch) -> None:
 @pytest.mark.parametrize("cin,cout,stride,res,blocks", [(*c, False) for c in CASES] + [(20, 12, 1, 28, True)])
 def test_custom_rules_match_unscheduled_kernels(cin, cout, stride, res, blocks):
     """With `blocks`, the depthwise + 1x1 pair is one kernel (28 rows: graph.blocks.MIN_ROWS) and the
-    separable-block rule schedules it. A depthwise kernel of its own reads its input in the taps (the zero
-    padding inlined, no padded copy)."""
+    separable-block rule schedules it. A depthwise conv, of its own or in a block, reads its input in the taps
+    (the zero padding inlined, no padded copy)."""
     _, found = tunable_kernels(fused_of(separable_block(cin, cout, stride), (1, cin, res, res), blocks), TARGET)
     seen = set()
     rng = np.random.default_rng(0)
@@ -49,6 +49,9 @@ def test_custom_rules_match_unscheduled_kernels(cin, cout, stride, res, blocks):
             continue
         seen |= rule
         shapes = [[int(d) for d in info.shape] for info in ms.arg_info.ArgInfo.from_prim_func(func)]
+        if blocks:  # the block's 1x1 weights are packed as a 1x1 kernel's are (both its weights are named param_0)
+            (free,) = kmod["main"].attrs["layout_free_buffers"]
+            assert shapes[int(free)] == [1, 1, cin, cout], shapes
         inputs = [rng.standard_normal(shape).astype("float32") for shape in shapes]
         expected = run_kernel(kmod, [a.copy() for a in inputs])
         for seed in (1, 2):  # every sketch (the block's two 1x1 orders inside a tile), two samples of its knobs
@@ -58,7 +61,7 @@ def test_custom_rules_match_unscheduled_kernels(cin, cout, stride, res, blocks):
             for sch in sketches:
                 assert all(p.apply(sch) for p in ctx.space_generator.postprocs)
                 assert_parallel_and_vectorized(sch)
-                if "mnet.dw3x3.x86-avx2" in rule:  # the taps read the input: no padded copy
+                if rule & {"mnet.dw3x3.x86-avx2", "mnet.sepblock.x86-avx2"}:  # the taps read the input: no padded copy
                     names = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
                     assert not any(name.startswith("pad") for name in names), names
                 got = run_kernel(sch.mod, [a.copy() for a in inputs])

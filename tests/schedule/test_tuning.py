@@ -92,3 +92,5 @@ def test_cold_cache_reaches_tuning_and_the_resume_line(capsys, tmp_path, monkeyp
 
     _, line = _resume_hint(CompileRequest(fuse_blocks=True), {"fuse_blocks": True}, 5, str(tmp_path), None, None, None, True)
     assert line.endswith("--fuse-blocks --cold-cache")
+    _, line = _resume_hint(CompileRequest(fuse_blocks=False), {"fuse_blocks": False}, 5, str(tmp_path), None, None, None, False)
+    assert line.endswith("--no-fuse-blocks")

@@ -80,8 +80,8 @@ def _rule_block(sch: s_tir.Schedule, blocks) -> tuple | None:
 
 
 def _param_index(func: tirx.PrimFunc, buffer) -> int | None:
-    names = [p.name for p in func.params]
-    return names.index(buffer.name) if names.count(buffer.name) == 1 else None
+    """The parameter that is `buffer` itself (a separable block has two `param_0`s: names do not tell)."""
+    return next((i for i, p in enumerate(func.params) if p.same_as(buffer)), None)
 
 
 def _annotate_func(func: tirx.PrimFunc, isa: Isa) -> tirx.PrimFunc:

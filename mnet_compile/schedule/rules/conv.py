@@ -214,8 +214,9 @@ def _stem_sketch(sch, conv, isa, decide):
 
 
 def separable_block(sch: s_tir.Schedule, conv, isa: Isa, decide: dict | None = None) -> list[s_tir.Schedule]:
-    """Sketches of a depthwise + 1x1 kernel (`conv` is the 1x1): inside a row tile, channel-panel-major or
-    pixel-block-major 1x1 blocks."""
+    """Sketches of a depthwise + 1x1 kernel (`conv` is the 1x1): inside a row tile, channel-panel-major 1x1
+    blocks (the epilogue after the tile) or pixel-block-major ones (the epilogue after each register block,
+    whose accumulators then stay a register-sized tile, as in a 1x1 kernel)."""
     orders = ("panel", "row") if decide is None else (decide["order"],)
     return [_separable_sketch(sch.copy(), conv, isa, order, decide) for order in orders]
 
@@ -237,6 +238,10 @@ def _depthwise_chain(sch, conv):
 def _separable_sketch(sch, conv, isa, order, decide):
     dw, dw_out = _depthwise_chain(sch, conv)
     dw_pads = sch.get_producers(dw)
+    if not padded_copy(sch, dw):  # the taps read the input, as in a depthwise kernel of its own
+        for pad in dw_pads:
+            sch.compute_inline(pad)
+        dw_pads = []
     epi = _fuse_epilogue(sch, conv)
     n, h, w, co, ry, rx, ci = sch.get_loops(conv)
     vec = simd_width(_extent(sch, co), isa.lanes)
@@ -254,7 +259,7 @@ def _separable_sketch(sch, conv, isa, order, decide):
     sch.unroll(n1)
     sch.vectorize(cv)
     if epi is not None:
-        sch.reverse_compute_at(epi, inner[0] if order == "row" else par, preserve_unit_loops=True)
+        sch.reverse_compute_at(epi, inner[-1] if order == "row" else par, preserve_unit_loops=True)
         _vectorize_innermost(sch, epi, vec)
     # The tile's depthwise rows, all channels, before its 1x1 blocks.
     sch.compute_at(dw_out, par, preserve_unit_loops=True)
