@@ -88,14 +88,17 @@ def test_pruned_records_ship_gzipped_and_load(tmp_path):
 
 
 def test_avx512_records_cover_the_paper_grid():
-    """schedules/x86-avx512 has a record for every conv kernel of the grid's untuned configs too."""
+    """schedules/x86-avx512 has a record for every conv kernel of the grid's untuned configs too, with the
+    separable blocks fused (the default on x86) or not."""
     db = shipped_database("x86-avx512")
     for alpha, res in [(0.75, 160), (1.0, 192)]:
-        fused = fuse(optimize(from_torch(create_model(alpha=alpha), (1, 3, res, res)), isa_for(AVX512).lanes))
-        report = {}
-        schedule_kernels(fused, AVX512, db, report)
-        convs = {name: k["schedule"] for name, k in report.items() if "conv" in name}
-        assert len(convs) >= 20 and set(convs.values()) == {"record"}, (alpha, res, convs)
+        model = optimize(from_torch(create_model(alpha=alpha), (1, 3, res, res)), isa_for(AVX512).lanes)
+        for blocks in (False, True):
+            report = {}
+            schedule_kernels(fuse(model, blocks), AVX512, db, report)
+            convs = {name: k["schedule"] for name, k in report.items() if "conv" in name}
+            assert len(convs) >= 18 and set(convs.values()) == {"record"}, (alpha, res, convs)
+            assert sum(name.startswith("block_") for name in convs) == (2 if blocks else 0)
 
 
 @pytest.mark.parametrize("family", ["x86-avx512", "x86-avx2"])
