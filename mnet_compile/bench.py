@@ -23,15 +23,22 @@ PEERS = ["mnet-compile", "pytorch", "onnxruntime", "openvino", "tflite"]
 # set); checked by top-1 against PyTorch fp32, not by the fp32 tolerance.
 INT8_PEERS = ["mnet-compile-int8", "tflite-int8", "onnxruntime-int8"]
 BENCH_DIR = "artifacts/bench"
+# Every runtime warms up for at least this long before it is timed, as TFLite's benchmark_model does
+# (--warmup_min_secs=0.5): five calls of a 0.2 ms model (0.25-128) left ours at 0.37 ms, ONNX Runtime at
+# 0.29; after 0.5 s, 0.21 and 0.28 (steady state).
+WARMUP_S = 0.5
 
 
 # ---- workers: run inside their own process -------------------------------------------------------
 
 
-def _time(run, x, runs: int) -> tuple[list[float], np.ndarray]:
+def _time(run, x, runs: int, warmup_s: float = WARMUP_S) -> tuple[list[float], np.ndarray]:
+    """`runs` latencies in ms after a warm-up of at least max(3, runs / 10) calls and `warmup_s` seconds."""
     out = run(x)
-    for _ in range(max(3, runs // 10)):
+    start, calls = time.perf_counter(), 0
+    while calls < max(3, runs // 10) or time.perf_counter() - start < warmup_s:
         run(x)
+        calls += 1
     times = []
     for _ in range(runs):
         start = time.perf_counter()

@@ -1,11 +1,12 @@
 """The benchmark harness: every peer runs in its own process on the same weights and matches PyTorch."""
 
 import json
+import time
 
 import numpy as np
 import pytest
 
-from mnet_compile.bench import PEERS, format_results, run_benchmark
+from mnet_compile.bench import PEERS, _time, format_results, run_benchmark
 
 
 def test_every_peer_runs_and_matches_pytorch(tmp_path):
@@ -69,3 +70,16 @@ def test_records_reach_our_build(tmp_path, capsys):
         run_benchmark([(0.25, 32)], ["mnet-compile"], rounds=1, runs=1, workdir=tmp_path, log=lambda m: None, records=str(empty))
     code, _, err = run_cli(capsys, "bench", "--configs", "0.25-32", "--records", empty, "--no-tuned")
     assert code != 0 and "give one, not both" in error_line(err)
+
+
+def test_every_runtime_warms_up_for_a_minimum_time():
+    """Timing starts after at least `warmup_s` of calls (a few calls leave a small model far from steady state)."""
+    calls = []
+
+    def run(x):
+        calls.append(time.perf_counter())
+        time.sleep(0.002)
+        return x
+
+    times, _ = _time(run, np.zeros(2), runs=4, warmup_s=0.1)
+    assert len(times) == 4 and calls[-4] - calls[0] >= 0.1
