@@ -67,10 +67,11 @@ class Preset:
 
             spec.setdefault("mcpu", tvm.target.codegen.llvm_get_system_cpu())
             spec.setdefault("num-cores", psutil.cpu_count(logical=False) or os.cpu_count() or 1)
-            if "mattr" not in spec and (withheld := withheld_features(tvm.target.Target(spec))):
-                spec["mattr"] = [f"-{feature}" for feature in withheld]
         try:
-            return tvm.target.Target(spec)
+            target = tvm.target.Target(spec)
+            if self.detect_host and "mattr" not in spec and (withheld := withheld_features(target)):
+                target = tvm.target.Target({**spec, "mattr": [f"-{feature}" for feature in withheld]})
+            return target
         except Exception as exc:
             raise MnetError(f"target preset {self.name}: TVM rejects its target: {' '.join(str(exc).split())[:200]}") from None
 

@@ -9,9 +9,10 @@ model (AVX-512, 2 threads, one process alternating builds, 20 rounds; default bl
 shipped records of the separate kernels): fusing the stride-1 blocks of at least MIN_ROWS rows took 0.985x
 the time at 1.0-224, 0.97x at 0.5-224, 1.00x at 0.25-224 and 0.96-0.97x at 0.25-128; with AVX2 code
 0.99-1.00x. Fusing the 14- and 16-row blocks too gained 0.5-224 and 0.25-128 a little more but cost AVX2
-code 1.06x at 1.0-224; the 7- and 4-row ones cost 0.25-128 1.09x; the two stride-2 blocks were 1.11x
-(before the block schedule's fixes). Hence stride-1 blocks of at least `MIN_ROWS` output rows only, and by
-default only for float32 models on x86 (pipeline.fuses_blocks; `--fuse-blocks` / `--no-fuse-blocks`).
+code 1.06x at 1.0-224; the 7- and 4-row ones cost 0.25-128 1.09x; the two stride-2 blocks, fused too with
+default schedules, gained 0.3-1.6% (not worth a kernel kind without records). Hence stride-1 blocks of at
+least `MIN_ROWS` output rows only, and by default only for float32 models on x86 (pipeline.fuses_blocks;
+`--fuse-blocks` / `--no-fuse-blocks`).
 """
 
 from __future__ import annotations
