@@ -48,7 +48,7 @@ def test_fma_peak_uses_the_widest_vectors():
 
 def test_fma_peak_probe_runs_every_chain_it_counts(tmp_path):
     """The probe's FLOP count assumes CHAINS distinct FMA chains; the compiled loop must hold that many FMAs
-    (chains that start equal, gcc computes once: such a probe reported 5x the machine's peak)."""
+    (chains that start equal, gcc computes once: such a probe counted 5x the FMAs it ran, 1.34x the peak)."""
     src, asm = tmp_path / "fma_peak.c", tmp_path / "fma_peak.s"
     src.write_text(FMA_PEAK_C)
     for flags in (["-march=native"], ["-mavx2", "-mfma"]):

@@ -148,12 +148,19 @@ def padded_copy(sch: s_tir.Schedule, conv) -> bool:
     return any(str(region.source.dtype) != "float32" for pad in pads for region in [*pad.reads, *pad.writes])
 
 
-def _depthwise_sketch(sch, conv, isa, decide):
+def _kept_pads(sch: s_tir.Schedule, conv) -> list:
+    """A depthwise conv's pads that stay as padded copies (`padded_copy`); otherwise they are inlined and
+    none is left: the taps read the input, a bound test where the tile meets the border."""
     pads = sch.get_producers(conv)
-    if not padded_copy(sch, conv):
-        for pad in pads:  # the taps read the input, a bound test where the tile meets the border
-            sch.compute_inline(pad)
-        pads = []
+    if padded_copy(sch, conv):
+        return pads
+    for pad in pads:
+        sch.compute_inline(pad)
+    return []
+
+
+def _depthwise_sketch(sch, conv, isa, decide):
+    pads = _kept_pads(sch, conv)
     epi = _fuse_epilogue(sch, conv)
     n, h, w, c, ry, rx, rc = sch.get_loops(conv)
     vec = simd_width(_extent(sch, c), isa.lanes)
@@ -237,11 +244,7 @@ def _depthwise_chain(sch, conv):
 
 def _separable_sketch(sch, conv, isa, order, decide):
     dw, dw_out = _depthwise_chain(sch, conv)
-    dw_pads = sch.get_producers(dw)
-    if not padded_copy(sch, dw):  # the taps read the input, as in a depthwise kernel of its own
-        for pad in dw_pads:
-            sch.compute_inline(pad)
-        dw_pads = []
+    dw_pads = _kept_pads(sch, dw)  # as in a depthwise kernel of its own
     epi = _fuse_epilogue(sch, conv)
     n, h, w, co, ry, rx, ci = sch.get_loops(conv)
     vec = simd_width(_extent(sch, co), isa.lanes)
