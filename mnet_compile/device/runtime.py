@@ -24,6 +24,8 @@ import numpy as np
 FORMAT_VERSION = 1
 LIBRARY = "model.so"
 MANIFEST = "manifest.json"
+STAGE_FUNCTION = "mnet_stage_input"  # as export/input_stage.py: copies the input in, counts non-finite values
+STAGE_SLOTS = 64
 _ARCH_ALIASES = {"arm64": "aarch64", "amd64": "x86_64", "armv7": "armv7l", "armv8l": "armv7l"}
 
 
@@ -465,6 +467,27 @@ def _input_buffer(tvm, shape, dtype, device):
     return (buffer, view) if view.flags.writeable and view.shape == tuple(shape) else (None, None)
 
 
+def _input_stage(tvm, library, buffer):
+    """The artifact's input stage as a function of a flat C-contiguous input array, which copies it into
+    `buffer` (the input tensor) and returns how many NaN and infinite values it holds; None where the
+    artifact has none (older artifacts, GPU builds, inputs that are not float32)."""
+    try:
+        import tvm_ffi
+
+        stage = library.get_function(STAGE_FUNCTION, query_imports=True)
+        flat = buffer._create_view((math.prod(buffer.shape),))
+        counts = tvm.runtime.tensor(np.zeros(STAGE_SLOTS, "int32"))
+        view = np.from_dlpack(counts)
+    except Exception:  # no such function (the runtime raises), or no tvm_ffi / DLPack here
+        return None
+
+    def run(x: np.ndarray) -> int:
+        stage(tvm_ffi.from_dlpack(x), flat, counts)
+        return int(view.sum()) if view.any() else 0
+
+    return run
+
+
 class CompiledModel:
     """A loaded artifact: call it on an input array to get the logits. One call at a time per loaded model
     (TVM's VM is not reentrant, and every call reuses one input buffer); load it once per thread."""
@@ -498,6 +521,7 @@ class CompiledModel:
             self._vm = VirtualMachine(library, self.device)
             self._main = self._vm["main"]
             self._input, self._staging = _input_buffer(tvm, self.input_shape, self.input_dtype, self.device)
+            self._stage = _input_stage(tvm, library, self._input) if self._staging is not None else None
         except ArtifactError:
             raise
         except Exception as exc:
@@ -542,6 +566,23 @@ class CompiledModel:
         np.copyto(self._staging, x)
         return self._input, self._staging
 
+    def _staged_checked(self, x: np.ndarray):
+        """The tensor the VM takes, holding `x` (C-contiguous, the input's shape and dtype), with `x`'s
+        NaN and infinite values refused: counted by the artifact's input stage in the pass that copies
+        `x` in, else by numpy after its copy."""
+        bad = None
+        if self._stage is not None:
+            try:
+                bad, tensor = self._stage(x.reshape(-1)), self._input
+            except (BufferError, TypeError, ValueError):  # e.g. a read-only array: DLPack cannot say so
+                pass
+        if bad is None:
+            tensor, staged = self._staged(x)  # checked there: the copy is in the cache
+            bad = int(x.size - np.count_nonzero(np.isfinite(x))) if x.dtype.kind == "f" and not np.isfinite(staged).all() else 0
+        if bad:
+            raise ArtifactError(f"input holds {bad} NaN or infinite value{'s' if bad > 1 else ''}; refusing to run on it")
+        return tensor
+
     def _run(self, x: np.ndarray):
         return self._main(self._staged(x)[0])
 
@@ -563,11 +604,7 @@ class CompiledModel:
             raise ArtifactError(f"input must have shape {self.input_shape}, got {x.shape}")
         if x.dtype != np.dtype(self.input_dtype):
             raise ArtifactError(f"input must have dtype {self.input_dtype}, got {x.dtype}")
-        tensor, staged = self._staged(np.ascontiguousarray(x))  # checked there: the copy is in the cache
-        if x.dtype.kind == "f" and not np.isfinite(staged).all():
-            bad = int(x.size - np.count_nonzero(np.isfinite(x)))
-            raise ArtifactError(f"input holds {bad} NaN or infinite value{'s' if bad > 1 else ''}; refusing to run on it")
-        return self._output(self._main(tensor))
+        return self._output(self._main(self._staged_checked(np.ascontiguousarray(x))))
 
     def classify(self, x: np.ndarray, k: int = 5) -> list[tuple[int, float]]:
         """Top-k (class index, softmax probability) pairs for a batch-1 input."""

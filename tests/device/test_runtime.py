@@ -83,6 +83,30 @@ def test_calls_reuse_one_aligned_input_buffer(artifact_copy):
     assert not np.array_equal(outs[0], outs[1])
 
 
+def test_input_stage_takes_inputs_at_any_alignment(artifact_copy):
+    """The artifact's input stage (export/input_stage.py) copies the input in itself: the logits numpy's
+    copy gives, for inputs at any alignment; a read-only input (DLPack cannot export it) goes numpy's way."""
+    model = runtime.load(str(artifact_copy))
+    assert model._stage is not None
+    x = np.random.default_rng(5).standard_normal((1, 3, 128, 128)).astype("float32")
+    expected = model(x)
+    through_numpy = runtime.load(str(artifact_copy))
+    through_numpy._stage = None
+    np.testing.assert_array_equal(through_numpy(x), expected)
+    memory = np.empty(x.size + 16, "float32")
+    for offset in (1, 2, 3, 5):
+        unaligned = memory[offset : offset + x.size].reshape(x.shape)
+        unaligned[...] = x
+        assert unaligned.ctypes.data % 64
+        np.testing.assert_array_equal(model(unaligned), expected)
+    read_only = x.copy()
+    read_only.flags.writeable = False
+    np.testing.assert_array_equal(model(read_only), expected)
+    y = x.copy()
+    y[0, 0, 0, 0], y[0, 2, 127, 127], y[0, 1, 64, 3] = np.nan, np.inf, -np.inf
+    assert model._stage(y.reshape(-1)) == 3
+
+
 def test_output_leaves_device_memory_through_numpy():
     """An output numpy cannot import (a GPU tensor's DLPack) is copied out by the tensor itself."""
 
@@ -123,7 +147,9 @@ def test_loader_runs_with_runtime_only(artifact_copy, tmp_path):
         sys.modules["click"] = None
         sys.modules["mnet_compile"] = None
         import numpy as np, loader
-        out = loader.load({str(artifact_copy)!r})(np.load({str(tmp_path / "x.npy")!r}))
+        model = loader.load({str(artifact_copy)!r})
+        assert model._stage is not None, "no input stage"
+        out = model(np.load({str(tmp_path / "x.npy")!r}))
         np.save({str(tmp_path / "y.npy")!r}, out)
         maps = open("/proc/self/maps").read()
         assert "libtvm_runtime" in maps and "/libtvm.so" not in maps, "compiler library loaded"

@@ -176,18 +176,21 @@ def test_edited_manifest_through_the_cli_is_one_line(capsys, art):
 def test_nan_and_inf_inputs_are_refused(art, capsys):
     """Case 5: one NaN pixel gave finite, plausible logits (the compiled ReLU is max(x, 0)); now refused."""
     model = runtime.load(str(art))
+    assert model._stage is not None  # counted by the artifact's input stage, then by numpy (loader fallback)
     x = np.random.default_rng(0).standard_normal(model.input_shape).astype("float32")
     finite = model(x)
-    for bad in (np.nan, np.inf, -np.inf):
-        y = x.copy()
-        y[0, 1, 5, 7] = bad
-        with pytest.raises(runtime.ArtifactError, match="holds 1 NaN or infinite value; refusing"):
-            model(y)
-        with pytest.raises(runtime.ArtifactError, match="NaN"):
-            model.classify(y)
-    with pytest.raises(runtime.ArtifactError, match="holds 49152 NaN"):
-        model(np.full(model.input_shape, np.nan, "float32"))
-    np.testing.assert_array_equal(model(x), finite)
+    for stage in (model._stage, None):
+        model._stage = stage
+        for bad in (np.nan, np.inf, -np.inf):
+            y = x.copy()
+            y[0, 1, 5, 7] = bad
+            with pytest.raises(runtime.ArtifactError, match="holds 1 NaN or infinite value; refusing"):
+                model(y)
+            with pytest.raises(runtime.ArtifactError, match="NaN"):
+                model.classify(y)
+        with pytest.raises(runtime.ArtifactError, match="holds 49152 NaN"):
+            model(np.full(model.input_shape, np.nan, "float32"))
+        np.testing.assert_array_equal(model(x), finite)
     np.save(art.parent / "nan.npy", np.full(model.input_shape, np.nan, "float32"))
     code, _, err = run_cli(capsys, "run", art, "--input", art.parent / "nan.npy")
     assert code == 1 and one_line_error(err) and "NaN" in err
