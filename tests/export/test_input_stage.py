@@ -21,7 +21,7 @@ def test_stage_copies_and_counts_every_part(elements, parts):
     target = tvm.target.Target({"kind": "llvm", "num-cores": parts})
     stage = tvm.compile(tvm.IRModule({"s": input_stage(elements, parts)}), target, tir_pipeline=lowering.NAME)[STAGE_FUNCTION]
     memory = np.arange(elements + 1, dtype="float32") + 0.5
-    x = memory[1:]  # 4 bytes past an aligned start
+    x = memory[1:]  # 4 bytes past numpy's (16-byte aligned) start
     staged = tvm.runtime.empty((elements,), "float32")
     counts = tvm.runtime.tensor(np.full(STAGE_SLOTS, 7, "int32"))
     stage(tvm_ffi.from_dlpack(x), staged, counts)
