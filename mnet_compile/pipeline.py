@@ -230,6 +230,7 @@ def fuses_blocks(request: CompileRequest, preset: Preset, integer: bool) -> bool
 def compile_model(request: CompileRequest, log=print) -> Path:
     """The main job: build the artifact folder for `request` and return its path."""
     from .export.artifact import make_manifest, write_artifact
+    from .export import thread_pool
     from .export.executable import compile_executable
     from .schedule.records import family_for
 
@@ -274,7 +275,8 @@ def compile_model(request: CompileRequest, log=print) -> Path:
             return [write_bundle(tmp, preset, name=out.name, dest_dir=tmp, shown=out.with_name(out.name + ".tar.gz")).name]
         return []
 
-    write_artifact(out, executable, manifest, fcompile, request.force, finish=finish, log=step)
+    link = thread_pool.link_options() if preset.backend == "cpu" else None  # CUDA builds run no CPU loops
+    write_artifact(out, executable, manifest, fcompile, request.force, finish=finish, log=step, link=link)
     if request.bundle:
         step(f"device bundle {out.with_name(out.name + '.tar.gz')}")
     step("done")

@@ -265,6 +265,17 @@ ffi::Tensor FirstTensor(const ffi::Any& result) {
   throw std::runtime_error("main returned neither a tensor nor a tuple of tensors (type " + result.GetTypeKey() + ")");
 }
 
+// The artifact's own thread pool (export/thread_pool.cc), sized as TVM's would be, as runtime.py starts it;
+// false where TVM's pool stays (an older artifact, a GPU build, one thread).
+bool StartOwnPool(const ffi::Module& lib) {
+  const char* env = std::getenv("TVM_NUM_THREADS");
+  if (!env) env = std::getenv("OMP_NUM_THREADS");
+  int64_t threads = env ? std::atoll(env) : 0;
+  if (threads < 2) return false;
+  ffi::Optional<ffi::Function> pool = lib->GetFunction("mnet_thread_pool", true);
+  return pool && (*pool)(threads).cast<int64_t>() != 0;
+}
+
 int Run(const Options& o) {
   DLDevice dev{o.device == "cuda" ? kDLCUDA : kDLCPU, o.device_id};
   if (o.device == "cuda") {
@@ -290,6 +301,7 @@ int Run(const Options& o) {
   ffi::Module lib = ffi::Module::LoadFromFile(o.model);
   ffi::Optional<ffi::Function> loader = lib->GetFunction("vm_load_executable", true);
   if (!loader) throw std::runtime_error(o.model + " is not a Relax VM library (no vm_load_executable)");
+  bool own_pool = dev.device_type == kDLCPU && StartOwnPool(lib);  // before any kernel runs
   ffi::Module vm = (*loader)().cast<ffi::Module>();
   ffi::Function init = vm->GetFunction("vm_initialization", false).value();
   if (dev.device_type == kDLCPU) {
@@ -346,7 +358,8 @@ int Run(const Options& o) {
 
   std::printf("model: %s\n", o.model.c_str());
   std::printf("device: %s:%d\n", o.device.c_str(), o.device_id);
-  std::printf("threads: %lld\n", ffi::Function::GetGlobalRequired("runtime.NumThreads")().cast<int64_t>());
+  std::printf("threads: %lld (%s pool)\n", ffi::Function::GetGlobalRequired("runtime.NumThreads")().cast<int64_t>(),
+              own_pool ? "the artifact's" : "TVM's");
   std::printf("input: %s float32\n", ShapeText(in_shape).c_str());
   std::printf("output: %s float32\n", ShapeText(out_shape).c_str());
   std::vector<int64_t> order(n);

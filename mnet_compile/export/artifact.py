@@ -28,9 +28,11 @@ def sha256(path) -> str:
     return digest.hexdigest()
 
 
-def write_artifact(out: Path, executable, manifest: dict, fcompile, force: bool, finish=None, log=None) -> None:
+def write_artifact(out: Path, executable, manifest: dict, fcompile, force: bool, finish=None, log=None,
+                   link: dict | None = None) -> None:
     """Export into a locked temporary folder beside `out`, then rename it into place (the old one kept until then).
 
+    `link`: more keyword arguments of export_library (thread_pool.link_options(): sources to compile in).
     `finish(tmp)` adds to the finished folder before it goes into place (signature, bundle) and returns the
     names of files in it to move beside `out` (the bundle). Any failure leaves nothing new behind; folders
     left by killed builds are removed first (export/staging.py)."""
@@ -43,7 +45,7 @@ def write_artifact(out: Path, executable, manifest: dict, fcompile, force: bool,
             tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the artifact gets the user's usual mode
             lib = tmp / LIBRARY
             try:
-                executable.export_library(str(lib), fcompile=fcompile) if fcompile else executable.export_library(str(lib))
+                executable.export_library(str(lib), fcompile=fcompile, **(link or {}))
             except Exception as exc:
                 raise MnetError(f"linking {LIBRARY} failed: {' '.join(str(exc).split())[:300]}") from None
             manifest["files"] = {LIBRARY: {"sha256": sha256(lib), "bytes": lib.stat().st_size}}
