@@ -41,6 +41,7 @@ pthread_t workers[kMaxThreads];
 pthread_mutex_t mutex = PTHREAD_MUTEX_INITIALIZER;
 pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
 uint64_t generation = 0;  // bumped once per job (and to stop)
+uint64_t first_generation = 0;  // when the workers started (a forked child may start them anew)
 int busy = 0;             // a launch holds the pool
 int pending = 0;          // workers yet to finish the current job
 int sleepers = 0;         // workers waiting on `wake`
@@ -82,7 +83,7 @@ int run_inline(ParallelLambda fn, void* cdata, int tasks) {
 
 void* worker_main(void* arg) {
   int id = (int)(intptr_t)arg;
-  uint64_t seen = 0;
+  uint64_t seen = first_generation;
   for (;;) {
     uint64_t current;
     int64_t since = now_ns();
@@ -160,17 +161,17 @@ __attribute__((destructor)) void stop_workers() {  // at dlclose or exit, before
   threads = 1;
 }
 
-int start(int wanted) {
-  if (threads > 1) return 1;
-  if (wanted > kMaxThreads) wanted = kMaxThreads;
-  int started = 1;
-  for (; started < wanted; ++started) {
-    if (pthread_create(&workers[started], 0, worker_main, (void*)(intptr_t)started) != 0) break;
+int start(int wanted) {  // under the mutex: two threads may load the library at once
+  pthread_mutex_lock(&mutex);
+  int started = threads;
+  if (started == 1) {
+    first_generation = __atomic_load_n(&generation, __ATOMIC_RELAXED);
+    while (started < wanted && pthread_create(&workers[started], 0, worker_main, (void*)(intptr_t)started) == 0) ++started;
+    threads = started;
+    if (started > 1) pthread_atfork(0, 0, forget_workers);
   }
-  threads = started;
-  if (started == 1) return 0;
-  pthread_atfork(0, 0, forget_workers);
-  return 1;
+  pthread_mutex_unlock(&mutex);
+  return started > 1;
 }
 
 }  // namespace

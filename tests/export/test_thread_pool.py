@@ -2,6 +2,7 @@
 loader uses it, from several threads, across fork and unload, with TVM's pool's results."""
 
 import ctypes
+import os
 import subprocess
 import sys
 import textwrap
@@ -94,8 +95,10 @@ workers = [threading.Thread(target=calls) for _ in range(2)]
 [w.join() for w in workers]
 assert len(results) == 60 and all(results)
 child = os.fork()
-if child == 0:  # the workers are not in the child: its launches run in its one thread
-    os._exit(0 if np.array_equal(model(x), expected) else 1)
+if child == 0:  # the workers are not in the child: its launches run in its one thread, until a load starts new ones
+    inline = np.array_equal(model(x), expected)
+    again = runtime.load(path)
+    os._exit(0 if inline and again.own_thread_pool and np.array_equal(again(x), expected) else 1)
 assert os.waitpid(child, 0)[1] == 0
 np.testing.assert_array_equal(model(x), expected)
 # TVM never unloads a library; a host that does (dlclose) must find the worker stopped and joined, not
@@ -115,12 +118,11 @@ os._exit(0)  # TVM's objects still name the unloaded library
 
 def test_loader_runs_the_artifact_pool(compiled, tmp_path):
     """Through the loader: the pool starts (one worker for 2 threads), gives TVM's pool's logits, serves two
-    threads' models of one library, works in a forked child, and its worker is joined when the library is
-    unloaded. In its own process: the pool
-    is per library and per process."""
+    threads' models of one library, works in a forked child (in one thread, then with new workers), and its
+    worker is joined when the library is unloaded. In its own process: the pool is per library and process."""
     folder = compiled(0.25, 64)
     script = tmp_path / "pool_check.py"
     script.write_text(textwrap.dedent(LOADER_SCRIPT))
-    env = {**__import__("os").environ, "TVM_NUM_THREADS": "2"}
+    env = {**os.environ, "TVM_NUM_THREADS": "2"}
     done = subprocess.run([sys.executable, str(script), str(folder)], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
