@@ -489,25 +489,19 @@ def _input_stage(tvm, library, buffer):
     return run
 
 
-def _pool_threads() -> int | None:
-    """The thread count TVM's pool takes where the environment sets it (TVM_NUM_THREADS, else OMP_NUM_THREADS;
-    use_all_cores sets the first); None where neither does, or not as a positive number."""
-    value = os.environ.get("TVM_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "")).strip()
-    return int(value) if value.isdigit() and int(value) > 0 else None
-
-
 def _own_thread_pool(library) -> bool:
     """Points the artifact's parallel kernels at its own thread pool (export/thread_pool.cc; calls took 0.93x
-    the time of TVM's pool's at 0.25-128, 0.97x at 0.5-224 on 2 x86 cores), sized as TVM's would be. False
-    where TVM's pool stays: an older artifact, a GPU build, one thread, no size set."""
-    threads = _pool_threads()
-    if threads is None or threads < 2:
+    the time of TVM's pool's at 0.25-128, 0.97x at 0.5-224 on 2 x86 cores), sized as TVM's would be
+    (TVM_NUM_THREADS, else OMP_NUM_THREADS: use_all_cores sets the first). False where TVM's pool stays: an
+    older artifact, a GPU build, fewer than 2 threads or none set."""
+    threads = os.environ.get("TVM_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "")).strip()
+    if not threads.isdigit() or int(threads) < 2:
         return False
     try:
         start = library.get_function(POOL_FUNCTION, query_imports=True)
     except Exception:  # not in this artifact: the runtime raises
         return False
-    return bool(start(threads))
+    return bool(start(int(threads)))
 
 
 class CompiledModel:
