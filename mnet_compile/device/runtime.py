@@ -490,8 +490,8 @@ def _input_stage(tvm, library, buffer):
 
 
 def _own_thread_pool(library) -> bool:
-    """Points the artifact's parallel kernels at its own thread pool (export/thread_pool.cc; calls took 0.93x
-    the time of TVM's pool's at 0.25-128, 0.97x at 0.5-224 on 2 x86 cores), sized as TVM's would be
+    """Points the artifact's parallel kernels at its own thread pool (export/thread_pool.cc; calls took 0.93-0.96x
+    the time of TVM's pool's at 0.25-128, 0.97-0.99x at 0.5-224 on 2 x86 cores), sized as TVM's would be
     (TVM_NUM_THREADS, else OMP_NUM_THREADS: use_all_cores sets the first). False where TVM's pool stays: an
     older artifact, a GPU build, fewer than 2 threads or none set."""
     threads = os.environ.get("TVM_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "")).strip()
